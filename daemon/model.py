@@ -1,0 +1,185 @@
+"""Decoder model: an ONNX ``decoder.onnx`` run with onnxruntime, validated metadata.
+
+The contract is ``docs/contracts.md``: input ``z`` float32 [batch, latent_dim],
+output float32 [batch, n_fft//2 + 1], configuration in ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from daemon.errors import ModelError, ModelNotFoundError
+
+__all__ = ["DecoderModel", "REQUIRED_KEYS", "SUPPORTED_FORMAT_VERSIONS"]
+
+REQUIRED_KEYS = (
+    "canne_format_version",
+    "sample_rate",
+    "n_fft",
+    "hop_length",
+    "window",
+    "latent_dim",
+    "latent_min",
+    "latent_max",
+    "latent_default",
+    "reference_note",
+    "corpus",
+    "validation_metrics",
+)
+SUPPORTED_FORMAT_VERSIONS = ("1",)
+
+
+def _resolve(path) -> Path:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "decoder.onnx"
+    if not p.is_file():
+        raise ModelNotFoundError(
+            f"model not found: {p} (give a model directory holding decoder.onnx or the .onnx file itself)"
+        )
+    return p
+
+
+class DecoderModel:
+    """A decoder ONNX session with the model's configuration.
+
+    Parameters
+    ----------
+    path : str or Path
+        A model directory (``decoder.onnx`` inside) or the ``.onnx`` file.
+
+    Attributes
+    ----------
+    sample_rate, n_fft, hop_length, n_bins, latent_dim : int
+    latent_min, latent_max, latent_default : ndarray [latent_dim], float32
+    reference_note : int
+    metadata : dict
+        Parsed metadata (JSON values decoded).
+    path : Path
+        The ``.onnx`` file.
+    """
+
+    def __init__(self, path):
+        import onnxruntime as ort
+
+        self.path = _resolve(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises several private types
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from exc
+        raw = dict(self._session.get_modelmeta().custom_metadata_map)
+        self.metadata = self._validate(raw)
+        self._input_name = self._session.get_inputs()[0].name
+        self._output_name = self._session.get_outputs()[0].name
+        # warm-up: the first run allocates; do it before any audio stream opens
+        self.decode(np.tile(self.latent_default, (2, 1)))
+
+    # ------------------------------------------------------------------ metadata
+    def _validate(self, raw: dict) -> dict:
+        missing = [k for k in REQUIRED_KEYS if k not in raw]
+        if missing:
+            raise ModelError(
+                f"{self.path}: decoder metadata is missing key(s) {', '.join(missing)}; "
+                "re-export the model with canne-train export (see docs/contracts.md)"
+            )
+        meta: dict = {}
+        for key, value in raw.items():
+            try:
+                meta[key] = json.loads(value)
+            except (json.JSONDecodeError, TypeError):
+                meta[key] = value
+        version = str(meta["canne_format_version"])
+        if version not in SUPPORTED_FORMAT_VERSIONS:
+            raise ModelError(
+                f"{self.path}: canne_format_version={version!r} is not supported "
+                f"(this runtime reads {', '.join(SUPPORTED_FORMAT_VERSIONS)}); update canne-live"
+            )
+
+        def pos_int(key):
+            try:
+                v = int(meta[key])
+            except (TypeError, ValueError):
+                v = 0
+            if v <= 0:
+                raise ModelError(f"{self.path}: metadata {key}={raw[key]!r} must be a positive integer")
+            return v
+
+        self.sample_rate = pos_int("sample_rate")
+        self.n_fft = pos_int("n_fft")
+        self.hop_length = pos_int("hop_length")
+        self.latent_dim = pos_int("latent_dim")
+        self.n_bins = self.n_fft // 2 + 1
+        if self.n_fft % 2:
+            raise ModelError(f"{self.path}: metadata n_fft={self.n_fft} must be even")
+        if self.hop_length > self.n_fft:
+            raise ModelError(
+                f"{self.path}: metadata hop_length={self.hop_length} exceeds n_fft={self.n_fft}"
+            )
+        if str(meta["window"]).lower() != "hann":
+            raise ModelError(f"{self.path}: metadata window={meta['window']!r}; only 'hann' is supported")
+
+        def vec(key):
+            try:
+                v = np.asarray(meta[key], dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                v = np.zeros(0, np.float32)
+            if v.shape != (self.latent_dim,) or not np.all(np.isfinite(v)):
+                raise ModelError(
+                    f"{self.path}: metadata {key}={raw[key]!r} must be a list of "
+                    f"{self.latent_dim} finite numbers (latent_dim)"
+                )
+            return v
+
+        self.latent_min = vec("latent_min")
+        self.latent_max = vec("latent_max")
+        self.latent_default = vec("latent_default")
+        try:
+            self.reference_note = int(meta["reference_note"])
+        except (TypeError, ValueError):
+            self.reference_note = -1
+        if not 0 <= self.reference_note <= 127:
+            raise ModelError(
+                f"{self.path}: metadata reference_note={raw['reference_note']!r} must be a MIDI note 0..127"
+            )
+        return meta
+
+    # ------------------------------------------------------------------ inference
+    def decode(self, z, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode latents to magnitude frames.
+
+        Parameters
+        ----------
+        z : array_like [batch, latent_dim]
+        out : ndarray [batch, n_bins] float32, optional
+            Filled in place if given.
+
+        Returns
+        -------
+        ndarray [batch, n_bins] float32, linear magnitude (0..~1).
+        """
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None, :]
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ModelError(f"{self.path}: decode expects z [batch, {self.latent_dim}], got {z.shape}")
+        result = self._session.run([self._output_name], {self._input_name: z})[0]
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"DecoderModel({str(self.path)!r}, sr={self.sample_rate}, n_fft={self.n_fft}, "
+            f"hop={self.hop_length}, latent_dim={self.latent_dim})"
+        )
