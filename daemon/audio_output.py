@@ -1,0 +1,311 @@
+"""Audio output adapter: a sounddevice ``OutputStream`` that pulls from the engine.
+
+The only module of ``daemon`` that imports ``sounddevice``.
+
+The callback contract
+---------------------
+:meth:`AudioOutput._callback` runs on PortAudio's audio thread (inside JACK's
+process callback on JACK). It
+
+- only *pulls*: it calls ``render(n, out=view)`` of the installed source for
+  exactly the frames asked for, into a buffer preallocated at construction,
+  and copies it to every output channel;
+- allocates no arrays (``out=`` everywhere, views of preallocated buffers),
+  does no I/O, takes no locks, never logs or prints, never raises: an
+  exception from ``render`` (or no source installed) plays silence and counts
+  an *underrun*; a block that is not finite is replaced by silence and
+  counted in ``nonfinite``; the result is clamped to ±1;
+- applies the master fade (start muted and fade in; fade out before stop);
+- updates plain integer counters (``callbacks``, ``xruns``, ``underruns``,
+  ``nonfinite``) that a control thread reads for the status line and the
+  watchdog (the watchdog notices ``callbacks`` stop advancing when the audio
+  server dies, because PortAudio then neither calls back nor returns from
+  ``stop()``/``close()``).
+
+Rendering inside the callback gives the lowest latency the engine allows
+(MIDI event → next hop boundary → this block): the engine computes one hop
+(decode + phase + overlap-add) only every ``hop`` samples, well under the
+block's time budget on the default profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from daemon.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+JACK_HOSTAPI = "JACK Audio Connection Kit"
+MAX_FRAMES = 16384
+
+
+def _sd():
+    import sounddevice as sd  # imported here only: the adapter owns the dependency
+
+    return sd
+
+
+def _hostapi_name(sd, dev: dict) -> str:
+    return sd.query_hostapis(dev["hostapi"])["name"]
+
+
+def list_audio_devices() -> list[dict]:
+    """Every PortAudio device as ``{index, name, hostapi, outputs, inputs, default_samplerate}``."""
+    sd = _sd()
+    out = []
+    for i, dev in enumerate(sd.query_devices()):
+        out.append(
+            {
+                "index": i,
+                "name": dev["name"],
+                "hostapi": _hostapi_name(sd, dev),
+                "outputs": dev["max_output_channels"],
+                "inputs": dev["max_input_channels"],
+                "default_samplerate": dev["default_samplerate"],
+            }
+        )
+    return out
+
+
+def find_output_device(spec: str | int | None) -> dict:
+    """Resolve ``--device`` to one output device.
+
+    ``spec`` is an index, a case-insensitive name substring (matched against
+    ``"name"`` and ``"name (host API)"``), or ``None``: then a running JACK
+    server's output is preferred, else PortAudio's default output.
+
+    Raises :class:`DeviceError` with a one-line message that names the
+    device and the fix.
+    """
+    sd = _sd()
+    devices = list_audio_devices()
+    outputs = [d for d in devices if d["outputs"] > 0]
+    if not outputs:
+        raise DeviceError(
+            "no audio output device found: start the JACK server (or plug in a sound card) "
+            "and run `canne devices` to check"
+        )
+    if spec is None or spec == "":
+        jack = [d for d in outputs if d["hostapi"] == JACK_HOSTAPI]
+        if jack:
+            return jack[0]
+        try:
+            idx = sd.default.device[1]
+        except Exception:
+            idx = -1
+        if idx is not None and idx >= 0 and devices[idx]["outputs"] > 0:
+            return devices[idx]
+        return outputs[0]
+    text = str(spec).strip()
+    if text.lstrip("-").isdigit():
+        idx = int(text)
+        if 0 <= idx < len(devices) and devices[idx]["outputs"] > 0:
+            return devices[idx]
+        raise DeviceError(
+            f"--device {idx}: no output device with that index; `canne devices` lists them"
+        )
+    low = text.lower()
+    hits = [
+        d for d in outputs if low in d["name"].lower() or low in f"{d['name']} ({d['hostapi']})".lower()
+    ]
+    if not hits:
+        names = ", ".join(f"{d['index']}: {d['name']} ({d['hostapi']})" for d in outputs)
+        raise DeviceError(f"--device {text!r}: no output device matches; available: {names}")
+    return hits[0]
+
+
+@dataclass
+class AudioCounters:
+    """Plain integers updated by the audio callback only."""
+
+    callbacks: int = 0
+    frames: int = 0
+    xruns: int = 0  # PortAudio reported output underflow (the server missed us)
+    underruns: int = 0  # nothing to play: no source or render failed → silence
+    nonfinite: int = 0  # blocks that were not finite → silence
+
+
+class AudioOutput:
+    """sounddevice output stream around a ``render(n, out=...)`` source.
+
+    Parameters
+    ----------
+    render : callable or None
+        ``render(n: int, out: float32[n]) -> float32[n]``; ``None`` plays silence.
+    device : str, int or None
+        See :func:`find_output_device`.
+    samplerate : float or None
+        ``None`` = the device's default rate (JACK's rate under JACK).
+    blocksize : int
+        Frames per callback; 0 lets the host choose (best under JACK).
+    latency : str or float
+        ``'low'``, ``'high'`` or seconds, passed to PortAudio.
+    fade_s : float
+        Length of the fade in at start and the fade out before stop.
+    """
+
+    def __init__(
+        self,
+        render: Callable | None,
+        *,
+        device: str | int | None = None,
+        samplerate: float | None = None,
+        blocksize: int = 0,
+        latency: str | float = "low",
+        channels: int = 2,
+        fade_s: float = 0.05,
+    ) -> None:
+        self.device = find_output_device(device)
+        self.samplerate = float(samplerate or self.device["default_samplerate"])
+        self.blocksize = int(blocksize)
+        self.latency = latency
+        self.channels = max(1, min(int(channels), int(self.device["outputs"])))
+        self.counters = AudioCounters()
+        self.last_error: str | None = None  # repr of the last render exception (read outside)
+        self._render = render
+        self._buf = np.zeros(MAX_FRAMES, dtype=np.float32)
+        self._ramp = np.zeros(MAX_FRAMES, dtype=np.float32)
+        self._idx = np.arange(1, MAX_FRAMES + 1, dtype=np.float32)
+        self._step = 1.0 / max(1.0, fade_s * self.samplerate)
+        self._gain = 0.0  # start muted
+        self._target = 0.0
+        self._stream = None
+
+    # -- control side ---------------------------------------------------------
+    def set_source(self, render: Callable | None) -> None:
+        """Install another render callable (atomic attribute swap)."""
+        self._render = render
+
+    @property
+    def gain(self) -> float:
+        return self._gain
+
+    def fade_in(self) -> None:
+        self._target = 1.0
+
+    def fade_out(self) -> None:
+        self._target = 0.0
+
+    def wait_faded_out(self, timeout: float) -> bool:
+        """Wait until the fade out has reached silence (or ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while self._gain > 0.0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self._gain <= 0.0
+
+    @property
+    def cpu_load(self) -> float:
+        s = self._stream
+        try:
+            return float(s.cpu_load) if s is not None else 0.0
+        except Exception:
+            return 0.0
+
+    @property
+    def active(self) -> bool:
+        s = self._stream
+        try:
+            return bool(s is not None and s.active)
+        except Exception:
+            return False
+
+    @property
+    def output_latency(self) -> float:
+        s = self._stream
+        try:
+            return float(s.latency) if s is not None else 0.0
+        except Exception:
+            return 0.0
+
+    def start(self, *, fade_in: bool = True) -> None:
+        """Open and start the stream (muted), then fade in."""
+        sd = _sd()
+        try:
+            self._stream = sd.OutputStream(
+                device=self.device["index"],
+                samplerate=self.samplerate,
+                blocksize=self.blocksize,
+                latency=self.latency,
+                channels=self.channels,
+                dtype="float32",
+                callback=self._callback,
+            )
+            self._stream.start()
+        except Exception as exc:
+            raise DeviceError(
+                f"cannot open audio output {self.device['name']!r} ({self.device['hostapi']}) at "
+                f"{self.samplerate:g} Hz: {exc}; check --device/--sample-rate with `canne devices`"
+            ) from exc
+        if fade_in:
+            self.fade_in()
+
+    def close(self, timeout: float = 1.0) -> bool:
+        """Stop and close the stream without hanging.
+
+        PortAudio's ``stop()``/``close()`` block forever when the audio server
+        has died, so they run on a helper thread; returns False if they did not
+        finish within ``timeout`` s (the caller should then exit the process).
+        """
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return True
+        done = threading.Event()
+
+        def _stop():
+            try:
+                stream.stop()
+                stream.close()
+            except Exception:
+                pass
+            done.set()
+
+        threading.Thread(target=_stop, name="audio-close", daemon=True).start()
+        return done.wait(timeout)
+
+    # -- audio side -------------------------------------------------------------
+    def _callback(self, outdata, frames, time_info, status) -> None:  # noqa: ARG002
+        c = self.counters
+        c.callbacks += 1
+        c.frames += frames
+        if status and status.output_underflow:
+            c.xruns += 1
+        if frames > MAX_FRAMES:  # hosts never ask this much; stay safe, play silence
+            outdata.fill(0)
+            c.underruns += 1
+            return
+        buf = self._buf[:frames]
+        gain, target = self._gain, self._target
+        if gain <= 0.0 and target <= 0.0:
+            outdata.fill(0)
+            return
+        render = self._render
+        if render is None:
+            buf.fill(0)
+            c.underruns += 1
+        else:
+            try:
+                render(frames, out=buf)
+            except Exception as exc:  # never raise into PortAudio
+                buf.fill(0)
+                c.underruns += 1
+                self.last_error = repr(exc)
+        if not np.isfinite(np.dot(buf, buf)):
+            buf.fill(0)
+            c.nonfinite += 1
+        if gain != target:
+            ramp = self._ramp[:frames]
+            step = self._step if target > gain else -self._step
+            np.multiply(self._idx[:frames], step, out=ramp)
+            ramp += gain
+            np.clip(ramp, 0.0, 1.0, out=ramp)
+            buf *= ramp
+            self._gain = float(ramp[-1])
+        np.clip(buf, -1.0, 1.0, out=buf)
+        outdata[:] = buf[:, None]

@@ -1,0 +1,218 @@
+"""``canne``: command-line entry point (subcommands run, devices, learn, render)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from daemon.errors import CanneError
+
+
+# -- render (owned by the engine helper; placeholder until it lands) ---------------
+def add_render_parser(sub) -> None:
+    p = sub.add_parser("render", help="render a MIDI file to WAV through the engine")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_render)
+
+
+def cmd_render(args) -> int:
+    from daemon import render
+
+    return render.main(args.args)
+
+
+# -- run / devices / learn (daemon runtime) -------------------------------------------
+def _latency(text: str):
+    if text in ("low", "high"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--latency {text!r}: use low, high or seconds (e.g. 0.02)")
+    if not 0 < value < 2:
+        raise argparse.ArgumentTypeError(f"--latency {value}: seconds must be in (0, 2)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def add_run_parser(sub) -> None:
+    from daemon.runtime import DEFAULT_MAPPING, DEFAULT_MODEL
+
+    p = sub.add_parser(
+        "run",
+        parents=[_log_parent()],
+        help="play live: MIDI in, audio out (supervised; restarts audio when the server returns)",
+        description="Start the instrument. Ctrl-C / SIGTERM fade out and exit 0; SIGHUP reloads the mapping.",
+    )
+    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
+                   help="model directory or decoder.onnx (default: %(default)s)")
+    p.add_argument("--mapping", default=str(DEFAULT_MAPPING), metavar="YAML",
+                   help="knob mapping, reloaded when the file changes (default: %(default)s)")
+    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
+                   help="open MIDI inputs whose name contains SUBSTR (repeatable; default: all hardware inputs)")
+    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
+    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto",
+                   help="MIDI system (default: auto = JACK if running, else the native one)")
+    p.add_argument("--device", default=None, metavar="NAME|INDEX",
+                   help="audio output device (name substring or index; default: JACK if running, else the system default)")
+    p.add_argument("--sample-rate", type=float, default=None, metavar="HZ",
+                   help="audio rate (default: the device's; the engine converts from the model's rate)")
+    p.add_argument("--blocksize", type=_positive_int, default=0, metavar="FRAMES",
+                   help="frames per audio callback (default 0: the host's, best under JACK)")
+    p.add_argument("--latency", type=_latency, default="low", metavar="low|high|SECONDS",
+                   help="PortAudio output latency (default: low)")
+    p.add_argument("--polyphony", type=_positive_int, default=None, metavar="N",
+                   help="voices (default: the mapping's, else the engine's)")
+    p.add_argument("--status", action="store_true",
+                   help="print a status line every second: voices, CPU load, xruns, latent values")
+    p.add_argument("--no-supervisor", action="store_true",
+                   help="run the instrument in this process; on audio failure exit 75 (for systemd Restart=on-failure)")
+    p.add_argument("--watchdog", type=float, default=2.0, metavar="SECONDS",
+                   help="restart audio when no callback came for this long (default: %(default)s)")
+    p.add_argument("--child-heartbeat-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_run)
+
+
+def _run_options(args):
+    from daemon.runtime import RunOptions
+
+    return RunOptions(
+        model=args.model,
+        mapping=args.mapping or None,
+        midi_in=list(args.midi_in),
+        virtual=not args.no_virtual,
+        midi_api=args.midi_api,
+        device=args.device,
+        sample_rate=args.sample_rate,
+        blocksize=args.blocksize,
+        latency=args.latency,
+        polyphony=args.polyphony,
+        status=args.status,
+        watchdog_s=args.watchdog,
+    )
+
+
+def cmd_run(args) -> int:
+    if args.child_heartbeat_fd is not None or args.no_supervisor:
+        from daemon.runtime import run_instrument
+
+        return run_instrument(_run_options(args), heartbeat_fd=args.child_heartbeat_fd)
+    from daemon.supervisor import Supervisor
+
+    argv = list(args.argv)
+    child_args = argv[argv.index("run") + 1:] if "run" in argv else []
+    child_args = ["--log-level", args.log_level, *child_args]
+    return Supervisor(child_args, watchdog_s=args.watchdog).run()
+
+
+def add_devices_parser(sub) -> None:
+    p = sub.add_parser("devices", parents=[_log_parent()], help="list MIDI input ports and audio output devices")
+    p.set_defaults(func=cmd_devices)
+
+
+def cmd_devices(args) -> int:  # noqa: ARG001
+    from daemon.audio_output import list_audio_devices
+    from daemon.midi_input import list_midi_inputs
+
+    print("MIDI inputs (use --midi-api API --midi-in SUBSTR):")
+    for api, ports in list_midi_inputs():
+        if not ports:
+            print(f"  [{api}] (no ports)")
+        for port in ports:
+            print(f"  [{api}] {port}")
+    print("Audio devices (use --device INDEX or a name substring):")
+    try:
+        devices = list_audio_devices()
+    except Exception as exc:
+        print(f"  (PortAudio unavailable: {exc})")
+        devices = []
+    for d in devices:
+        kind = []
+        if d["outputs"]:
+            kind.append(f"{d['outputs']} out")
+        if d["inputs"]:
+            kind.append(f"{d['inputs']} in")
+        print(f"  {d['index']:>3}: {d['name']} ({d['hostapi']}; {', '.join(kind) or 'no channels'}; "
+              f"{d['default_samplerate']:g} Hz)")
+    if not any(d["outputs"] for d in devices):
+        print("  no audio output device: start the JACK server or plug in a sound card")
+    return 0
+
+
+def add_learn_parser(sub) -> None:
+    from daemon.runtime import DEFAULT_MAPPING
+
+    p = sub.add_parser("learn", parents=[_log_parent()], help="bind the next CC moved to TARGET and write the mapping YAML")
+    p.add_argument("target", metavar="TARGET", help="e.g. latent.3, gain_db, shift_bins, attack_ms")
+    p.add_argument("--mapping", default=str(DEFAULT_MAPPING), metavar="YAML",
+                   help="mapping file to update (default: %(default)s)")
+    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
+                   help="listen only to inputs whose name contains SUBSTR (default: all hardware inputs)")
+    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
+    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up when no CC arrives within this time (default: %(default)s)")
+    p.set_defaults(func=cmd_learn)
+
+
+def cmd_learn(args) -> int:
+    from daemon.runtime import learn_from_midi
+
+    return learn_from_midi(
+        target=args.target,
+        mapping_path=args.mapping,
+        midi_api=args.midi_api,
+        patterns=args.midi_in,
+        virtual=not args.no_virtual,
+        timeout_s=args.timeout,
+    )
+
+
+def _log_parent(default=argparse.SUPPRESS) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--log-level", default=default, type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level (default: INFO)")
+    return parent
+
+
+# -- main -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="canne", description="CANNe Live: a MIDI-controlled neural instrument.",
+                                     parents=[_log_parent("INFO")])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_parser(sub)
+    add_devices_parser(sub)
+    add_learn_parser(sub)
+    add_render_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except CanneError as exc:
+        logging.getLogger("canne").error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""MIDI input adapter: python-rtmidi ports → a bounded queue of raw messages.
+
+The only module of ``daemon`` that imports ``rtmidi``. It keeps
+
+- one persistent *monitor* ``rtmidi.MidiIn`` whose ``get_ports()`` is polled
+  (every 1–2 s, by the caller) to notice controllers leaving and coming back.
+  ``mido.get_input_names()`` is never called: each call creates a new JACK/ALSA
+  client and, under a running JACK stream, stalls the server (see
+  ``shared/LIVE_AUDIO.md``);
+- one ``rtmidi.MidiIn`` per opened source port, plus one virtual input port
+  (named ``CANNe``) where the OS allows it (not on Windows).
+
+The rtmidi callback runs on the backend's thread (inside JACK's process
+callback with the JACK API). It only appends ``(bytes, port_index)`` to a
+bounded ``collections.deque``; clock, active sensing and sysex are filtered out
+in C before it is called. Parsing (``mido``), validation and coalescing happen
+in :meth:`MidiInput.drain`, called from the control thread.
+
+Overflow policy: the deque has a fixed length; under a flood the oldest raw
+messages are dropped (counted in ``dropped``) so that the newest controller
+state always wins and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import mido
+
+from daemon.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+#: Names accepted by ``--midi-api`` (besides ``auto``) → rtmidi API attribute name.
+API_NAMES = {
+    "jack": "API_UNIX_JACK",
+    "alsa": "API_LINUX_ALSA",
+    "coremidi": "API_MACOSX_CORE",
+    "windows": "API_WINDOWS_MM",
+}
+
+#: Port-name fragments that are never a hardware controller (default selection skips them).
+NOT_HARDWARE = ("through", "canne", "rtmidi", "portaudio")
+
+
+def _rtmidi():
+    import rtmidi  # imported here only: the adapter owns the dependency
+
+    return rtmidi
+
+
+def api_candidates(api: str) -> list[str]:
+    """Return the API names to try, in order, for ``--midi-api API``.
+
+    ``auto`` means: JACK if a JACK server is running, else the platform's
+    native API (ALSA on Linux, CoreMIDI on macOS, Windows MM on Windows).
+    """
+    if api != "auto":
+        if api not in API_NAMES:
+            raise DeviceError(
+                f"--midi-api {api!r} is not known; use one of auto, {', '.join(API_NAMES)}"
+            )
+        return [api]
+    if sys.platform.startswith("linux"):
+        return ["jack", "alsa"]
+    if sys.platform == "darwin":
+        return ["coremidi", "jack"]
+    if sys.platform.startswith("win"):
+        return ["windows"]
+    return ["jack", "alsa"]
+
+
+def open_monitor(api: str, client_name: str = "CANNe-monitor"):
+    """Open the persistent port-listing ``MidiIn`` for ``api`` (``auto`` allowed).
+
+    Returns ``(midi_in, api_name)``. Raises :class:`DeviceError` naming every
+    API tried and why it failed.
+    """
+    rtmidi = _rtmidi()
+    compiled = set(rtmidi.get_compiled_api())
+    reasons = []
+    for name in api_candidates(api):
+        const = getattr(rtmidi, API_NAMES[name], None)
+        if const is None or const not in compiled:
+            reasons.append(f"{name}: not compiled into python-rtmidi")
+            continue
+        try:
+            return rtmidi.MidiIn(const, name=client_name), name
+        except Exception as exc:  # rtmidi raises its own SystemError subclasses
+            reasons.append(f"{name}: {exc}")
+    raise DeviceError(
+        "no MIDI system could be opened (" + "; ".join(reasons) + "); start the JACK server "
+        "or load the ALSA sequencer (modprobe snd-seq), or choose one with --midi-api"
+    )
+
+
+def select_ports(ports: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """Pick the port names to open.
+
+    With ``patterns``, a port is chosen when any pattern is a case-insensitive
+    substring of its name (ALSA appends client numbers, Windows appends ids, so
+    exact names are fragile). Without patterns, every port that looks like
+    hardware is chosen (not ``Midi Through``, not our own or other RtMidi
+    clients).
+    """
+    ports = list(ports)
+    pats = [p.lower() for p in patterns if p]
+    if pats:
+        return [p for p in ports if any(s in p.lower() for s in pats)]
+    return [p for p in ports if not any(s in p.lower() for s in NOT_HARDWARE)]
+
+
+@dataclass
+class MidiCounters:
+    """Plain integer counters, written by one thread each (no locks needed)."""
+
+    received: int = 0  # raw messages appended by rtmidi callbacks
+    dropped: int = 0  # raw messages lost to the bounded queue (oldest first)
+    invalid: int = 0  # raw messages mido could not parse
+    coalesced: int = 0  # CC messages replaced by a newer value of the same CC in one drain
+    reconnects: int = 0  # source ports (re)opened after start
+    disconnects: int = 0  # source ports that vanished
+
+
+@dataclass
+class _OpenPort:
+    name: str
+    midi_in: object
+    tag: int = 0
+
+
+class MidiInput:
+    """MIDI sources → bounded raw queue → parsed ``mido.Message`` batches.
+
+    Parameters
+    ----------
+    api : str
+        ``auto``, ``jack``, ``alsa``, ``coremidi`` or ``windows``.
+    patterns : sequence of str
+        Case-insensitive name substrings of the source ports to open; empty =
+        all hardware inputs.
+    virtual : bool
+        Also open a virtual input port named ``virtual_name`` (ignored on
+        Windows, which has none).
+    maxlen : int
+        Capacity of the raw queue (messages).
+
+    Threading: :meth:`poll` and :meth:`drain` are called from one control
+    thread; the rtmidi callbacks only append to the deque.
+    """
+
+    def __init__(
+        self,
+        *,
+        api: str = "auto",
+        patterns: Iterable[str] = (),
+        virtual: bool = True,
+        virtual_name: str = "CANNe",
+        maxlen: int = 4096,
+    ) -> None:
+        self.requested_api = api
+        self.patterns = tuple(patterns)
+        self.want_virtual = virtual and not sys.platform.startswith("win")
+        self.virtual_name = virtual_name
+        self.maxlen = int(maxlen)
+        self.queue: collections.deque = collections.deque(maxlen=self.maxlen)
+        self.counters = MidiCounters()
+        self.api: str | None = None
+        self._monitor = None
+        self._virtual = None
+        self._open: dict[str, _OpenPort] = {}
+        self._callbacks: dict[int, Callable] = {}
+        self._lock = threading.Lock()  # guards open/close only, never taken by callbacks
+        self.on_reconnect: Callable[[str], None] | None = None
+
+    # -- life cycle -------------------------------------------------------
+    def start(self) -> None:
+        """Open the monitor, the virtual port and every matching source port."""
+        self._monitor, self.api = open_monitor(self.requested_api)
+        log.info("MIDI API: %s", self.api)
+        if self.want_virtual:
+            rtmidi = _rtmidi()
+            try:
+                vin = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name)
+                self._arm(vin, tag=0)
+                vin.open_virtual_port("in" if self.api == "jack" else self.virtual_name)
+                self._virtual = vin
+                log.info("virtual MIDI input port %r open", self.virtual_name)
+            except Exception as exc:
+                log.warning("virtual MIDI port %r not available: %s", self.virtual_name, exc)
+        self.poll(initial=True)
+
+    def close(self) -> None:
+        """Close every port (idempotent)."""
+        with self._lock:
+            for port in list(self._open.values()):
+                self._close_port(port)
+            self._open.clear()
+            for obj in (self._virtual, self._monitor):
+                if obj is not None:
+                    try:
+                        obj.close_port()
+                        obj.delete()
+                    except Exception:
+                        pass
+            self._virtual = self._monitor = None
+
+    @property
+    def open_ports(self) -> list[str]:
+        """Names of the source ports currently open (not the virtual port)."""
+        return sorted(self._open)
+
+    def available_ports(self) -> list[str]:
+        """Source ports the monitor sees now (one cheap call, no new client)."""
+        if self._monitor is None:
+            return []
+        try:
+            return list(self._monitor.get_ports())
+        except Exception as exc:
+            log.warning("listing MIDI ports failed: %s", exc)
+            return []
+
+    # -- reconnection ------------------------------------------------------
+    def poll(self, *, initial: bool = False) -> tuple[list[str], list[str]]:
+        """Compare the monitor's port list with the open ports; open/close.
+
+        Returns ``(opened, closed)`` port names. Call every 1–2 s.
+        """
+        ports = self.available_ports()
+        own = {f"{self.virtual_name}:in".lower(), self.virtual_name.lower()}
+        ports = [p for p in ports if p.lower() not in own]
+        wanted = select_ports(ports, self.patterns)
+        opened, closed = [], []
+        with self._lock:
+            for name in list(self._open):
+                if name not in ports:
+                    self._close_port(self._open.pop(name))
+                    self.counters.disconnects += 1
+                    closed.append(name)
+                    log.warning("MIDI input %r disappeared; waiting for it to return", name)
+            for name in wanted:
+                if name in self._open:
+                    continue
+                port = self._open_port(name, ports.index(name))
+                if port is None:
+                    continue
+                self._open[name] = port
+                opened.append(name)
+                if not initial:
+                    self.counters.reconnects += 1
+                    log.warning("MIDI input %r connected", name)
+                else:
+                    log.info("MIDI input %r open", name)
+        if initial and self.patterns and not wanted:
+            log.warning(
+                "no MIDI input matches %s (available: %s); will connect when one appears",
+                ", ".join(repr(p) for p in self.patterns),
+                ", ".join(repr(p) for p in ports) or "none",
+            )
+        if opened and not initial and self.on_reconnect is not None:
+            for name in opened:
+                self.on_reconnect(name)
+        return opened, closed
+
+    def _arm(self, midi_in, *, tag: int) -> None:
+        midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
+        queue = self.queue
+        counters = self.counters
+        maxlen = self.maxlen
+
+        def callback(event, data=None, _q=queue, _c=counters, _m=maxlen, _t=tag):
+            # Runs on the MIDI backend's thread: append only. No parsing, no logging.
+            if len(_q) >= _m:
+                _c.dropped += 1
+            _q.append((event[0], _t))
+            _c.received += 1
+
+        self._callbacks[tag] = callback  # keep a reference while the port is open
+        midi_in.set_callback(callback)
+
+    def _open_port(self, name: str, index: int) -> _OpenPort | None:
+        rtmidi = _rtmidi()
+        try:
+            midi_in = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name)
+            tag = id(midi_in) & 0x7FFFFFFF
+            self._arm(midi_in, tag=tag)
+            midi_in.open_port(index, name="in")
+            return _OpenPort(name=name, midi_in=midi_in, tag=tag)
+        except Exception as exc:
+            log.warning("cannot open MIDI input %r: %s", name, exc)
+            return None
+
+    def _close_port(self, port: _OpenPort) -> None:
+        try:
+            port.midi_in.cancel_callback()
+            port.midi_in.close_port()
+            port.midi_in.delete()
+        except Exception:
+            pass
+        self._callbacks.pop(port.tag, None)
+
+    # -- parsing -------------------------------------------------------------
+    def drain(
+        self,
+        *,
+        max_messages: int = 4096,
+        coalesce: Callable[[int, int], bool] | None = None,
+    ) -> list[mido.Message]:
+        """Pop up to ``max_messages`` raw messages and parse them.
+
+        Invalid bytes are dropped (counted in ``invalid``); ``note_on`` with
+        velocity 0 becomes ``note_off``. When ``coalesce(channel, control)`` is
+        true for a control change, only the newest value of that controller in
+        this batch is kept (absolute knobs under a 1 kHz flood cost one mapping
+        call per batch instead of hundreds); relative encoders must return
+        false so no increment is lost.
+        """
+        q = self.queue
+        out: list[mido.Message] = []
+        last_cc: dict[tuple[int, int], int] = {}
+        n = 0
+        while q and n < max_messages:
+            data, _tag = q.popleft()
+            n += 1
+            try:
+                msg = mido.Message.from_bytes(data)
+            except (ValueError, TypeError, IndexError):
+                self.counters.invalid += 1
+                continue
+            if msg.type == "note_on" and msg.velocity == 0:
+                msg = mido.Message("note_off", channel=msg.channel, note=msg.note, velocity=0)
+            elif msg.type == "control_change" and coalesce is not None and coalesce(
+                msg.channel, msg.control
+            ):
+                key = (msg.channel, msg.control)
+                prev = last_cc.get(key)
+                if prev is not None:
+                    out[prev] = None  # type: ignore[call-overload]
+                    self.counters.coalesced += 1
+                last_cc[key] = len(out)
+            out.append(msg)
+        if last_cc:
+            out = [m for m in out if m is not None]
+        return out
+
+
+def list_midi_inputs() -> list[tuple[str, list[str]]]:
+    """``[(api_name, [port names])]`` for every compiled-in API that can be opened.
+
+    For ``canne devices``; creates one short-lived client per API.
+    """
+    rtmidi = _rtmidi()
+    result = []
+    for name, attr in API_NAMES.items():
+        const = getattr(rtmidi, attr, None)
+        if const is None or const not in rtmidi.get_compiled_api():
+            continue
+        try:
+            mi = rtmidi.MidiIn(const, name="CANNe-devices")
+        except Exception as exc:
+            result.append((name, [f"(unavailable: {exc})"]))
+            continue
+        try:
+            result.append((name, list(mi.get_ports())))
+        finally:
+            mi.delete()
+    return result
+

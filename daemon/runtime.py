@@ -1,0 +1,331 @@
+"""The live instrument: engine + mapping + MIDI input + audio output, in one process.
+
+``canne run`` starts :mod:`daemon.supervisor`, which runs this module's
+:func:`run_instrument` in a child process and restarts it when the audio
+server goes away (see ``docs/daemon.md``, "Recovery design").
+
+Threads in the instrument process
+---------------------------------
+- **audio** (PortAudio/JACK): :class:`daemon.audio_output.AudioOutput` pulls
+  ``engine.render`` per block. Nothing else happens there.
+- **MIDI backend** (rtmidi/JACK): appends raw bytes to a bounded deque.
+- **main / control**: everything else, in one loop that sleeps 2 ms per turn —
+  drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every second
+  poll the MIDI ports (reconnect), the mapping file (hot reload), write the
+  heartbeat for the supervisor, print the status line, collect garbage.
+  Signals (SIGINT/SIGTERM: fade out and exit 0; SIGHUP: reload the mapping)
+  are handled here too, because Python runs signal handlers in the main thread.
+
+Start-up follows ``shared/LIVE_AUDIO.md``: ``sys.setswitchinterval(0.001)``;
+the decoder session has one thread and is warmed up; MIDI ports are opened
+before the audio stream; after the stream starts, ``gc.freeze(); gc.disable()``
+and explicit collections from the control loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.errors import CanneError, DeviceError
+
+log = logging.getLogger("canne.run")
+
+#: Exit codes of the instrument process (the supervisor reads them).
+EXIT_OK = 0
+EXIT_CONFIG = 2  # bad model/mapping/options or no device: a human must act
+EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "default"
+DEFAULT_MAPPING = REPO_ROOT / "mappings" / "default.yaml"
+
+
+@dataclass
+class RunOptions:
+    """Everything ``canne run`` was asked for (see ``canne run --help``)."""
+
+    model: str = str(DEFAULT_MODEL)
+    mapping: str | None = str(DEFAULT_MAPPING)
+    midi_in: list[str] = field(default_factory=list)
+    virtual: bool = True
+    midi_api: str = "auto"
+    device: str | None = None
+    sample_rate: float | None = None
+    blocksize: int = 0
+    latency: str | float = "low"
+    polyphony: int | None = None
+    status: bool = False
+    watchdog_s: float = 2.0
+    fade_s: float = 0.05
+    control_period_s: float = 0.002
+
+
+def _setup_realtime_python() -> None:
+    # One busy thread beside the audio callback starves it with the default 5 ms.
+    sys.setswitchinterval(0.001)
+
+
+class Instrument:
+    """Owns the parts and the control loop. Build, :meth:`start`, :meth:`loop`."""
+
+    def __init__(self, opts: RunOptions, *, heartbeat_fd: int | None = None) -> None:
+        self.opts = opts
+        self.heartbeat_fd = heartbeat_fd
+        self.stop_requested = False
+        self.reload_requested = False
+        self.engine = None
+        self.mapper = None
+        self.reloader = None
+        self.midi = None
+        self.audio = None
+        self._coalesce = None
+        self._t_start = time.monotonic()
+
+    # -- building ---------------------------------------------------------------
+    def build(self) -> None:
+        """Load the model and mapping, create engine, MIDI and audio (not started)."""
+        from daemon.audio_output import AudioOutput
+        from daemon.engine import Engine
+        from daemon.midi_input import MidiInput
+        from daemon.model import DecoderModel
+
+        opts = self.opts
+        model = DecoderModel(opts.model)
+        log.info("model %s (%d Hz, %d/%d, latent %d)", model.path, model.sample_rate,
+                 model.n_fft, model.hop_length, model.latent_dim)
+        # Resolve the device first: the engine renders at the device's rate.
+        self.audio = AudioOutput(
+            None,
+            device=opts.device,
+            samplerate=opts.sample_rate,
+            blocksize=opts.blocksize,
+            latency=opts.latency,
+            fade_s=opts.fade_s,
+        )
+        kwargs = {"sample_rate": int(round(self.audio.samplerate))}
+        if opts.polyphony:
+            kwargs["polyphony"] = int(opts.polyphony)
+        self.engine = Engine(model, **kwargs)
+        self._build_mapping(model)
+        # Warm up the decoder and the render path before the stream opens.
+        import numpy as np
+
+        warm = np.zeros(4 * model.hop_length, dtype=np.float32)
+        for _ in range(3):
+            self.engine.render(len(warm), out=warm)
+        self.audio.set_source(self.engine.render)
+        self.midi = MidiInput(api=opts.midi_api, patterns=opts.midi_in, virtual=opts.virtual)
+        self.midi.on_reconnect = self._on_midi_reconnect
+
+    def _build_mapping(self, model) -> None:
+        """Mapping + Mapper + hot reloader, from the mapping helper's modules."""
+        from daemon import mapper as mapper_mod
+        from daemon import mapping as mapping_mod
+
+        path = self.opts.mapping
+        mapping = mapping_mod.load_mapping(path, model) if path else None
+        self.mapper = mapper_mod.Mapper(mapping, self.engine)
+        if path:
+            log.info("mapping %s", path)
+            self.reloader = _make_reloader(path, model, self.mapper)
+        self._coalesce = _coalesce_predicate(self.mapper)
+
+    # -- running ------------------------------------------------------------------
+    def start(self) -> None:
+        """Open MIDI, then the audio stream (muted, fading in)."""
+        self.midi.start()
+        self.audio.start(fade_in=True)
+        log.info(
+            "audio: %s (%s), %g Hz, block %s, %d ch, output latency %.1f ms; ready in %.2f s",
+            self.audio.device["name"], self.audio.device["hostapi"], self.audio.samplerate,
+            self.opts.blocksize or "host", self.audio.channels, 1e3 * self.audio.output_latency,
+            time.monotonic() - self._t_start,
+        )
+        self._heartbeat(b"R")
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+
+    def request_stop(self, *_args) -> None:
+        self.stop_requested = True
+
+    def request_reload(self, *_args) -> None:
+        self.reload_requested = True
+
+    def _on_midi_reconnect(self, name: str) -> None:
+        rearm = getattr(self.mapper, "rearm_takeover", None) or getattr(self.mapper, "reset_takeover", None)
+        if rearm is not None:
+            try:
+                rearm()
+            except Exception as exc:  # a mapper bug must not stop the instrument
+                log.warning("re-arming soft takeover failed: %s", exc)
+
+    def _heartbeat(self, kind: bytes) -> None:
+        if self.heartbeat_fd is None:
+            return
+        c = self.audio.counters if self.audio else None
+        line = b"%s %d %d %d\n" % (kind, c.callbacks if c else 0, c.xruns if c else 0,
+                                   c.underruns if c else 0)
+        try:
+            os.write(self.heartbeat_fd, line)
+        except OSError:
+            pass  # supervisor gone; carry on
+
+    def loop(self) -> int:
+        """Control loop until a stop is requested or the audio watchdog fires."""
+        period = self.opts.control_period_s
+        midi, mapper, audio = self.midi, self.mapper, self.audio
+        coalesce = self._coalesce
+        next_second = time.monotonic() + 1.0
+        last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
+        n_seconds = 0
+        while not self.stop_requested:
+            time.sleep(period)
+            if midi.queue:
+                for msg in midi.drain(coalesce=coalesce):
+                    try:
+                        mapper.handle(msg)
+                    except Exception as exc:
+                        log.warning("MIDI %s ignored: %s", msg, exc)
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload(forced=True)
+            now = time.monotonic()
+            if now < next_second:
+                continue
+            next_second = now + 1.0
+            n_seconds += 1
+            midi.poll()
+            self._reload(forced=False)
+            self._heartbeat(b"H")
+            cb = audio.counters.callbacks
+            if cb != last_callbacks:
+                last_callbacks, last_advance = cb, now
+            elif now - last_advance > self.opts.watchdog_s:
+                log.error("audio callbacks stopped %.1f s ago (audio server gone?); exiting for a restart",
+                          now - last_advance)
+                return EXIT_WATCHDOG
+            if audio.last_error:
+                log.error("render failed, played silence: %s", audio.last_error)
+                audio.last_error = None
+            if self.opts.status:
+                self._print_status()
+            gc.collect(1)
+            if n_seconds % 30 == 0:
+                gc.collect()
+        return EXIT_OK
+
+    def _reload(self, *, forced: bool) -> None:
+        if self.reloader is None:
+            if forced:
+                log.info("SIGHUP: no mapping file to reload")
+            return
+        try:
+            if forced:
+                self.reloader.reload_now()
+            else:
+                self.reloader.poll()
+        except Exception as exc:  # the reloader logs invalid edits itself; never die here
+            log.warning("mapping reload failed, keeping the old mapping: %s", exc)
+        self._coalesce = _coalesce_predicate(self.mapper)
+
+    def status_line(self) -> str:
+        a = self.audio.counters
+        stats = getattr(self.engine, "stats", None)
+        voices = _stat(stats, "active_voices", "voices")
+        z = getattr(self.engine, "latents", None)
+        if z is None:
+            z = _stat(stats, "latents", "latent")
+        zs = " ".join(f"{v:+.2f}" for v in z) if z is not None else "-"
+        return (
+            f"voices {voices if voices is not None else '-'} | cpu {100 * self.audio.cpu_load:4.1f}% | "
+            f"xruns {a.xruns} | underruns {a.underruns} | midi {self.midi.counters.received} "
+            f"(dropped {self.midi.counters.dropped}) | z {zs}"
+        )
+
+    def _print_status(self) -> None:
+        line = self.status_line()
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[2K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def shutdown(self) -> None:
+        """Fade out, close audio (bounded time), close MIDI."""
+        gc.enable()
+        if self.audio is not None:
+            self.audio.fade_out()
+            self.audio.wait_faded_out(max(0.3, 4 * self.opts.fade_s))
+            if not self.audio.close(timeout=1.0):
+                log.warning("audio stream did not close (audio server gone?)")
+        if self.midi is not None:
+            self.midi.close()
+        if self.opts.status and sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+def _stat(stats, *names):
+    if stats is None:
+        return None
+    for n in names:
+        if isinstance(stats, dict) and n in stats:
+            return stats[n]
+        if hasattr(stats, n):
+            return getattr(stats, n)
+    return None
+
+
+def _coalesce_predicate(mapper):
+    """``(channel, control) -> bool``: may CC values be coalesced (absolute CCs only)?"""
+    fn = getattr(mapper, "is_absolute_cc", None)
+    if fn is None:
+        return None  # unknown: keep every message (correct, just slower under a flood)
+    return fn
+
+
+def _make_reloader(path, model, mapper):
+    from daemon import reload as reload_mod
+
+    return reload_mod.MappingReloader(path, model, mapper)
+
+
+def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
+    """Run the instrument until SIGINT/SIGTERM; return the process exit code."""
+    _setup_realtime_python()
+    inst = Instrument(opts, heartbeat_fd=heartbeat_fd)
+    signal.signal(signal.SIGTERM, inst.request_stop)
+    signal.signal(signal.SIGINT, inst.request_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, inst.request_reload)
+    try:
+        inst.build()
+        if inst.stop_requested:
+            return EXIT_OK
+        inst.start()
+    except DeviceError as exc:
+        log.error("%s", exc)
+        inst.shutdown()
+        return EXIT_CONFIG
+    except CanneError as exc:
+        log.error("%s", exc)
+        inst.shutdown()
+        return EXIT_CONFIG
+    code = EXIT_OK
+    try:
+        code = inst.loop()
+    finally:
+        if code == EXIT_WATCHDOG:
+            # PortAudio calls would block forever: leave without touching the stream.
+            logging.shutdown()
+            os._exit(EXIT_WATCHDOG)
+        inst.shutdown()
+    log.info("stopped")
+    return code
