@@ -1,0 +1,395 @@
+"""The Mapper: MIDI messages in, Engine control calls out, as a validated mapping says.
+
+``Mapper(mapping, engine)`` is the one place where MIDI meets the instrument, both for
+``canne render`` (a MIDI file) and ``canne run`` (live ports). ``handle(msg)`` takes one
+``mido.Message`` and never raises: clock, active sensing, sysex and anything it does
+not understand are dropped (and counted). It is called from one control thread (never
+from the audio callback); ``set_mapping`` (hot reload) may come from another thread and
+swaps the whole mapping at once, re-arming soft takeover.
+
+Program changes switch model and/or mapping as the file's ``programs:`` table says.
+The new model is loaded off the audio path (a worker thread, or inline with
+``synchronous=True`` for deterministic offline rendering), then handed to
+``engine.set_model`` which crossfades at a hop boundary: no audio gap.
+
+Soft takeover works in *knob position* (0..1, after ``invert``, before curve and range):
+the Mapper remembers the value it last sent to every target, finds where a control's
+knob would have to be to produce it (``Control.position_of``) and
+
+- ``jump``: follows the knob at once;
+- ``pickup``: ignores the knob until it reaches (or crosses) that position;
+- ``scale``: moves the value toward the knob's end stop in proportion to the knob's
+  movement, so value and knob meet at the end (Ableton's "Value Scaling").
+
+A control whose target was changed by something else (another knob, an encoder, a
+program change, a reload) is re-armed automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from daemon.errors import CanneError
+from daemon.mapping import Control, Mapping, Program, decode_relative, load_mapping
+
+__all__ = ["Mapper", "TAKEOVER_TOLERANCE"]
+
+log = logging.getLogger(__name__)
+
+# A knob within this distance of the target's position picks it up (3/127 ≈ 2.4 %).
+TAKEOVER_TOLERANCE = 3.0 / 127.0
+
+_FAST_DROP = frozenset(
+    ("clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos", "song_select",
+     "quarter_frame", "tune_request", "reset", "aftertouch", "polytouch")
+)
+_ALL_NOTES_OFF_CCS = (120, 123)  # all sound off, all notes off (channel mode messages)
+
+
+class _Runtime:
+    """Mutable per-control state: takeover and 14-bit bookkeeping."""
+
+    __slots__ = ("control", "engaged", "prev", "last_value", "msb")
+
+    def __init__(self, control: Control):
+        self.control = control
+        self.engaged = False
+        self.prev: float | None = None
+        self.last_value: float | None = None
+        self.msb = [-1] * 16  # 14-bit: last MSB per channel (-1 = none yet)
+
+
+class _State:
+    """Everything derived from one Mapping; replaced as a whole on a swap."""
+
+    __slots__ = ("mapping", "by_cc", "by_lsb", "runtimes")
+
+    def __init__(self, mapping: Mapping):
+        self.mapping = mapping
+        self.runtimes = [_Runtime(c) for c in mapping.controls]
+        by_cc: dict = {}
+        by_lsb: dict = {}
+        for rt in self.runtimes:
+            c = rt.control
+            for ch in c.channels:
+                by_cc.setdefault(ch * 128 + c.cc, []).append(rt)
+                if c.resolution == 14:
+                    by_lsb.setdefault(ch * 128 + c.cc + 32, []).append(rt)
+        self.by_cc = {k: tuple(v) for k, v in by_cc.items()}
+        self.by_lsb = {k: tuple(v) for k, v in by_lsb.items()}
+
+
+def _default_model_loader(path):
+    from daemon.model import DecoderModel
+
+    return DecoderModel(path)
+
+
+class Mapper:
+    """Turns mido messages into Engine calls according to a ``Mapping``.
+
+    Parameters
+    ----------
+    mapping : daemon.mapping.Mapping
+        From ``load_mapping(path, model)``; ``mapping.model`` is the model the engine
+        plays now.
+    engine : daemon.engine.Engine
+        Anything with the Engine control API of docs/contracts.md.
+    model_loader : callable(path) -> model, optional
+        Loads a program's model (default: ``daemon.model.DecoderModel``).
+    synchronous : bool
+        Program changes load and switch inline inside ``handle`` (deterministic, for
+        offline rendering). Default False: a worker thread does it, off the MIDI path.
+    apply_initial : bool
+        Send the mapping's initial latent, params and note settings to the engine now.
+    """
+
+    def __init__(self, mapping: Mapping, engine, *, model_loader=None, synchronous: bool = False,
+                 apply_initial: bool = True):
+        self._engine = engine
+        self._model_loader = model_loader or _default_model_loader
+        self._synchronous = synchronous
+        self._lock = threading.RLock()
+        self._latents = [float(v) for v in mapping.initial_latent]
+        self._params: dict = {}
+        self._programs: tuple = mapping.programs
+        self._models: dict = {}
+        self._remember_model(mapping.model)
+        self._pending: Program | None = None
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.handled = 0
+        self.dropped = 0
+        self.program_switches = 0
+        self.program_errors = 0
+        self._state = _State(mapping)
+        self._configure(mapping, previous=None if apply_initial else mapping, model_changed=apply_initial)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def mapping(self) -> Mapping:
+        """The mapping in force now."""
+        return self._state.mapping
+
+    @property
+    def model(self):
+        """The model the current mapping was validated against (the engine's model)."""
+        return self._state.mapping.model
+
+    @property
+    def latents(self) -> tuple:
+        """Latent values last sent to the engine (for a status line)."""
+        return tuple(self._latents)
+
+    @property
+    def params(self) -> dict:
+        """Engine parameters last sent by this Mapper (engine names)."""
+        return dict(self._params)
+
+    @property
+    def stats(self) -> dict:
+        return {
+            "handled": self.handled,
+            "dropped": self.dropped,
+            "program_switches": self.program_switches,
+            "program_errors": self.program_errors,
+        }
+
+    def set_mapping(self, mapping: Mapping) -> None:
+        """Swap to a new mapping atomically (hot reload) and re-arm soft takeover.
+
+        Note settings are re-sent; the initial latent and ``params`` are re-sent only
+        where they differ from the previous mapping's (an edit is heard; an unrelated
+        edit does not reset what the knobs did). A model different from the current
+        one re-initialises the latent (the caller must also ``engine.set_model`` it).
+        """
+        with self._lock:
+            old = self._state.mapping
+            model_changed = mapping.model is not old.model or mapping.latent_dim != old.latent_dim
+            if model_changed:
+                self._remember_model(mapping.model)
+            self._state = _State(mapping)
+            if mapping.programs:
+                self._programs = mapping.programs
+            self._configure(mapping, previous=old, model_changed=model_changed)
+
+    def rearm(self) -> None:
+        """Re-arm soft takeover for every control (e.g. after a controller reconnects)."""
+        with self._lock:
+            for rt in self._state.runtimes:
+                rt.engaged = False
+                rt.prev = None
+                rt.msb = [-1] * 16
+
+    def handle(self, msg) -> None:
+        """Apply one mido message. Never raises; unknown or invalid messages are dropped."""
+        try:
+            t = msg.type
+            if t in _FAST_DROP:
+                self.dropped += 1
+                return
+            with self._lock:
+                st = self._state
+                if t == "control_change":
+                    self._control_change(st, msg.channel, msg.control, msg.value)
+                elif t == "note_on":
+                    notes = st.mapping.notes
+                    if msg.channel in notes.channels:
+                        if msg.velocity == 0:
+                            self._engine.note_off(msg.note)
+                        else:
+                            vel = 127 if notes.velocity_curve == "fixed" else msg.velocity
+                            self._engine.note_on(msg.note, vel)
+                elif t == "note_off":
+                    if msg.channel in st.mapping.notes.channels:
+                        self._engine.note_off(msg.note)
+                elif t == "pitchwheel":
+                    m = st.mapping
+                    if m.pitch_bend_range > 0 and msg.channel in m.pitch_bend_channels:
+                        p = msg.pitch
+                        frac = p / 8191.0 if p > 0 else p / 8192.0
+                        self._engine.set_pitch_bend(frac * m.pitch_bend_range)
+                elif t == "program_change":
+                    self._program_change(msg.program)
+                else:
+                    self.dropped += 1
+                    return
+            self.handled += 1
+        except Exception:  # never let a bad message reach the caller (MIDI thread)
+            self.dropped += 1
+
+    def switch_program(self, number: int) -> bool:
+        """Switch to program ``number`` as the programs table says; False if none is named."""
+        with self._lock:
+            return self._program_change(number)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until pending program switches are done (tests, offline use)."""
+        return self._idle.wait(timeout)
+
+    # ------------------------------------------------------------------ configuration
+    def _remember_model(self, model) -> None:
+        path = getattr(model, "path", None)
+        if path is not None:
+            p = Path(path)
+            self._models[p.resolve()] = model
+            if p.name == "decoder.onnx":
+                self._models[p.parent.resolve()] = model
+
+    def _configure(self, mapping: Mapping, previous: Mapping | None, model_changed: bool) -> None:
+        eng = self._engine
+        notes = mapping.notes
+        if previous is None or previous.notes != notes:
+            eng.set_pitch_mode(notes.pitch_mode, notes.reference_note)
+            eng.set_polyphony(notes.polyphony)
+            eng.set_param("velocity_curve", float(notes.velocity_exponent))
+        if model_changed or previous is None:
+            self._latents = [float(v) for v in mapping.initial_latent]
+            eng.set_latents(list(self._latents))
+        elif mapping.initial_latent != previous.initial_latent:
+            self._latents = [float(v) for v in mapping.initial_latent]
+            eng.set_latents(list(self._latents))
+        old_params = dict(previous.params) if (previous is not None and not model_changed) else {}
+        for name, value in mapping.params:
+            if old_params.get(name) != value:
+                self._params[name] = value
+                eng.set_param(name, value)
+        if previous is not None and previous.sustain_cc != mapping.sustain_cc:
+            eng.set_sustain(False)
+
+    # ------------------------------------------------------------------ CC handling
+    def _control_change(self, st: _State, ch: int, cc: int, value: int) -> None:
+        key = ch * 128 + cc
+        m = st.mapping
+        if cc == m.sustain_cc and ch in m.sustain_channels:
+            self._engine.set_sustain(value >= 64)
+            return
+        rts = st.by_cc.get(key)
+        if rts is not None:
+            for rt in rts:
+                c = rt.control
+                if c.resolution == 14:
+                    rt.msb[ch] = value  # a new MSB resets the LSB to 0
+                    self._absolute(rt, (value << 7) / 16383.0)
+                elif c.encoder != "absolute":
+                    ticks = decode_relative(c.encoder, value)
+                    if ticks:
+                        self._relative(rt, ticks)
+                else:
+                    self._absolute(rt, value / 127.0)
+        lsbs = st.by_lsb.get(key)
+        if lsbs is not None:
+            for rt in lsbs:
+                msb = rt.msb[ch]
+                if msb >= 0:
+                    self._absolute(rt, ((msb << 7) | value) / 16383.0)
+        if rts is None and lsbs is None and cc in _ALL_NOTES_OFF_CCS and ch in m.notes.channels:
+            self._engine.all_notes_off()
+
+    def _current(self, c: Control) -> float | None:
+        if c.neuron >= 0:
+            return self._latents[c.neuron] if c.neuron < len(self._latents) else None
+        return self._params.get(c.engine_param)
+
+    def _set(self, rt: _Runtime, value: float) -> None:
+        c = rt.control
+        if c.neuron >= 0:
+            self._latents[c.neuron] = value
+            self._engine.set_latent(c.neuron, value)
+        else:
+            self._params[c.engine_param] = value
+            self._engine.set_param(c.engine_param, value)
+        rt.last_value = value
+
+    def _absolute(self, rt: _Runtime, pos: float) -> None:
+        c = rt.control
+        current = self._current(c)
+        if c.takeover == "jump" or current is None:
+            rt.prev = pos
+            rt.engaged = True
+            self._set(rt, c.value_at(pos))
+            return
+        if rt.engaged and rt.last_value is not None and current != rt.last_value:
+            rt.engaged = False  # something else moved the target: take over again
+        if not rt.engaged:
+            q = c.position_of(current)
+            prev = rt.prev
+            rt.prev = pos
+            if abs(pos - q) <= TAKEOVER_TOLERANCE or (prev is not None and (prev - q) * (pos - q) <= 0.0):
+                rt.engaged = True
+            elif c.takeover == "scale" and prev is not None and pos != prev:
+                if pos > prev:
+                    q_new = q + (pos - prev) * (1.0 - q) / (1.0 - prev)
+                else:
+                    q_new = q - (prev - pos) * q / prev
+                if abs(q_new - pos) <= TAKEOVER_TOLERANCE:
+                    rt.engaged = True
+                    q_new = pos
+                self._set(rt, c.value_at(q_new))
+                return
+            else:
+                return
+        rt.prev = pos
+        self._set(rt, c.value_at(pos))
+
+    def _relative(self, rt: _Runtime, ticks: int) -> None:
+        c = rt.control
+        current = self._current(c)
+        q = 0.5 if current is None else c.position_of(current)
+        pos = min(1.0, max(0.0, q + ticks * c.step))
+        rt.prev = pos
+        self._set(rt, c.value_at(pos))
+
+    # ------------------------------------------------------------------ programs
+    def _program_change(self, number: int) -> bool:
+        prog = None
+        for p in self._programs:
+            if p.number == number:
+                prog = p
+                break
+        if prog is None:
+            return False
+        if self._synchronous:
+            self._switch(prog)
+            return True
+        self._pending = prog  # a newer request replaces one not yet started
+        self._idle.clear()
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._worker_loop, name="canne-program", daemon=True)
+            self._worker.start()
+        return True
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._lock:
+                prog, self._pending = self._pending, None
+                if prog is None:
+                    self._idle.set()
+                    self._worker = None
+                    return
+            self._switch(prog)
+
+    def _switch(self, prog: Program) -> None:
+        """Load the program's model (slow part, no lock held) then swap engine + mapping."""
+        current = self._state.mapping
+        try:
+            model = current.model
+            if prog.model is not None:
+                model = self._models.get(prog.model) or self._model_loader(prog.model)
+            path = prog.mapping or current.path
+            if path is None:
+                raise CanneError("the current mapping has no file to re-validate against the new model")
+            new = load_mapping(path, model)
+        except Exception as exc:
+            self.program_errors += 1
+            log.warning("program %d (%s) not switched, keeping %r: %s", prog.number, prog.name, current.name, exc)
+            return
+        with self._lock:
+            if model is not self._state.mapping.model:
+                self._engine.set_model(model)
+            self.set_mapping(new)
+            self.program_switches += 1
+        log.info("program %d: %s (mapping %r)", prog.number, prog.name, new.name)

@@ -1,0 +1,737 @@
+"""YAML knob mappings: load once, validate once, freeze.
+
+A mapping file says what the performer's controller does to the instrument: which
+CC moves which latent neuron (or gain, frequency shift, envelope, smoothing), how the
+keys are played (pitch mode, reference note, polyphony, velocity curve), the pitch-bend
+range, the sustain pedal, and which model/mapping each program change selects.
+The words are the ones musicians know from Ableton Live and Mixxx: *range* (min > max
+inverts), *takeover* (jump / pickup / scale), *relative encoders* (signed bit, signed
+bit 2, binary offset, two's complement), *14-bit* MSB/LSB pairs. ``docs/mappings.md``
+documents every field for performers.
+
+``load_mapping(path, model)`` parses with a safe YAML loader that keeps line numbers,
+checks every field against the model's metadata and returns a frozen ``Mapping``.
+Any problem raises one ``MappingError`` whose one-line message names the file, the
+line, the field, the value and what is allowed. The runtime (``daemon.mapper``) only
+ever sees the validated form.
+
+Channels are written 1..16 (as musicians count) and stored 0..15 (as mido sends them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon.errors import MappingError
+
+__all__ = [
+    "Control",
+    "Mapping",
+    "NoteSettings",
+    "Program",
+    "load_mapping",
+    "load_mapping_text",
+    "PARAMS",
+    "ENCODERS",
+    "TAKEOVER_MODES",
+    "PITCH_MODES",
+    "decode_relative",
+]
+
+FORMAT_VERSION = 1
+ALL_CHANNELS = frozenset(range(16))
+
+TAKEOVER_MODES = ("jump", "pickup", "scale")
+ENCODERS = ("absolute", "signed_bit", "signed_bit_2", "binary_offset", "twos_complement")
+PITCH_MODES = ("shift", "transpose", "tuned", "off")
+CURVES = ("linear", "exp", "log")
+VELOCITY_CURVES = {"linear": 1.0, "soft": 0.6, "hard": 1.7, "fixed": 1.0}
+
+# Steepness of the named 'exp' / 'log' curves: exp(p) = (2**(K p) - 1) / (2**K - 1),
+# so half-way on the knob gives 1/5 of the range (fine control at the low end);
+# 'log' is its mirror image (fine control at the top).
+_CURVE_K = 4.0
+_CURVE_DEN = 2.0**_CURVE_K - 1.0
+
+
+@dataclass(frozen=True)
+class _ParamSpec:
+    engine_name: str  # name passed to Engine.set_param
+    unit: str
+    limits: tuple[float, float]  # allowed values in the YAML unit
+    default_range: tuple[float, float]
+    default_curve: str
+
+
+# YAML name -> engine parameter (docs/contracts.md, Engine.set_param).
+PARAMS: dict[str, _ParamSpec] = {
+    "gain": _ParamSpec("gain_db", "dB", (-120.0, 24.0), (-60.0, 0.0), "linear"),
+    "shift": _ParamSpec("shift_bins", "bins", (-4096.0, 4096.0), (-24.0, 24.0), "linear"),
+    "attack": _ParamSpec("attack_ms", "ms", (0.0, 60000.0), (1.0, 2000.0), "exp"),
+    "decay": _ParamSpec("decay_ms", "ms", (0.0, 60000.0), (5.0, 5000.0), "exp"),
+    "sustain_level": _ParamSpec("sustain_level", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
+    "release": _ParamSpec("release_ms", "ms", (0.0, 60000.0), (5.0, 5000.0), "exp"),
+    "smoothing": _ParamSpec("smoothing_ms", "ms", (0.0, 10000.0), (0.0, 500.0), "exp"),
+}
+_SEMITONE_LIMITS = (-48.0, 48.0)
+_SEMITONE_DEFAULT_RANGE = (-12.0, 12.0)
+_LATENT_LIMIT = 1000.0  # |latent| allowed in a range: far outside any learned range
+
+
+# --------------------------------------------------------------------------- curves
+def _curve_fwd(kind: str, exponent: float, p: float) -> float:
+    if kind == "linear":
+        return p
+    if kind == "exp":
+        return (2.0 ** (_CURVE_K * p) - 1.0) / _CURVE_DEN
+    if kind == "log":
+        return math.log2(1.0 + p * _CURVE_DEN) / _CURVE_K
+    return p**exponent  # 'power'
+
+
+def _curve_inv(kind: str, exponent: float, y: float) -> float:
+    if kind == "linear":
+        return y
+    if kind == "exp":
+        return math.log2(1.0 + y * _CURVE_DEN) / _CURVE_K
+    if kind == "log":
+        return (2.0 ** (_CURVE_K * y) - 1.0) / _CURVE_DEN
+    return y ** (1.0 / exponent)
+
+
+def decode_relative(encoder: str, value: int) -> int:
+    """Signed tick count of one relative-encoder CC value (Ableton's four conventions).
+
+    =================  ===============  ===============
+    encoder            increment        decrement
+    =================  ===============  ===============
+    signed_bit         1..64 → +1..+64  65..127 → -1..-63
+    signed_bit_2       65..127 → +1..+63  1..64 → -1..-64
+    binary_offset      65..127 → +1..+63  63..0 → -1..-64
+    twos_complement    1..64 → +1..+64  127..65 → -1..-63
+    =================  ===============  ===============
+
+    0 means no movement for every convention but binary offset (where 64 does).
+    """
+    if encoder == "signed_bit":
+        return value if value <= 64 else -(value - 64)
+    if encoder == "signed_bit_2":
+        return value - 64 if value >= 65 else -value
+    if encoder == "binary_offset":
+        return value - 64
+    if encoder == "twos_complement":
+        return value if value <= 64 else value - 128
+    raise ValueError(f"not a relative encoder: {encoder!r}")
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Control:
+    """One CC (or 14-bit CC pair) driving one target.
+
+    ``low``/``high`` are the range in the YAML unit (``low > high`` inverts);
+    ``value_at(position)`` turns a knob position 0..1 into the value sent to the
+    engine (latent units, or the engine parameter's unit), ``position_of`` inverts it.
+    """
+
+    index: int
+    line: int
+    label: str
+    cc: int
+    channels: frozenset
+    neuron: int  # -1 when the target is a parameter
+    param: str  # YAML parameter name ('' for a neuron)
+    engine_param: str  # Engine.set_param name ('' for a neuron)
+    low: float
+    high: float
+    unit: str
+    curve: str  # 'linear' | 'exp' | 'log' | 'power'
+    exponent: float
+    invert: bool
+    takeover: str
+    resolution: int  # 7 or 14
+    encoder: str  # 'absolute' or one of the relative conventions
+    step: float  # relative encoders: fraction of the range per tick
+    semitone_bins: float = 0.0  # shift in semitones: bins = semitone_bins * (2**(s/12) - 1)
+
+    @property
+    def target(self) -> tuple:
+        """Key of the target: ('neuron', n) or ('param', engine_name)."""
+        return ("neuron", self.neuron) if self.neuron >= 0 else ("param", self.engine_param)
+
+    @property
+    def lsb_cc(self) -> int | None:
+        return self.cc + 32 if self.resolution == 14 else None
+
+    @property
+    def relative(self) -> bool:
+        return self.encoder != "absolute"
+
+    def value_at(self, position: float) -> float:
+        """Engine value for a knob position 0..1 (after invert, curve and range)."""
+        p = min(1.0, max(0.0, position))
+        if self.invert:
+            p = 1.0 - p
+        v = self.low + (self.high - self.low) * _curve_fwd(self.curve, self.exponent, p)
+        if self.semitone_bins:
+            v = self.semitone_bins * (2.0 ** (v / 12.0) - 1.0)
+        return v
+
+    def position_of(self, value: float) -> float:
+        """Knob position 0..1 at which ``value_at`` gives ``value`` (clamped)."""
+        v = value
+        if self.semitone_bins:
+            ratio = 1.0 + v / self.semitone_bins
+            v = 12.0 * math.log2(ratio) if ratio > 0 else -1e9
+        y = (v - self.low) / (self.high - self.low)
+        y = min(1.0, max(0.0, y))
+        p = _curve_inv(self.curve, self.exponent, y)
+        return 1.0 - p if self.invert else p
+
+
+@dataclass(frozen=True)
+class NoteSettings:
+    channels: frozenset
+    pitch_mode: str
+    reference_note: int
+    polyphony: int
+    velocity_curve: str  # 'linear' | 'soft' | 'hard' | 'fixed' | 'power'
+    velocity_exponent: float
+
+
+@dataclass(frozen=True)
+class Program:
+    number: int  # 0..127 as sent on the wire
+    line: int
+    name: str
+    model: Path | None  # model directory or decoder.onnx; None keeps the current model
+    mapping: Path | None  # mapping file; None keeps the current mapping file
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A validated mapping. Build it with ``load_mapping``; never mutate it."""
+
+    path: Path | None
+    name: str
+    latent_dim: int
+    controls: tuple
+    notes: NoteSettings
+    pitch_bend_range: float
+    pitch_bend_channels: frozenset
+    sustain_cc: int | None
+    sustain_channels: frozenset
+    programs: tuple
+    initial_latent: tuple
+    params: tuple  # ((engine_param, value), ...) sent once when the mapping starts
+    default_takeover: str
+    model: Any = field(default=None, compare=False, repr=False)
+
+    def program(self, number: int) -> Program | None:
+        for prog in self.programs:
+            if prog.number == number:
+                return prog
+        return None
+
+
+# --------------------------------------------------------------------------- model info
+@dataclass(frozen=True)
+class _ModelInfo:
+    latent_dim: int
+    latent_min: tuple
+    latent_max: tuple
+    latent_default: tuple
+    reference_note: int
+    sample_rate: int
+    n_fft: int
+
+
+def _model_info(model) -> _ModelInfo:
+    try:
+        dim = int(model.latent_dim)
+        info = _ModelInfo(
+            latent_dim=dim,
+            latent_min=tuple(float(x) for x in model.latent_min),
+            latent_max=tuple(float(x) for x in model.latent_max),
+            latent_default=tuple(float(x) for x in model.latent_default),
+            reference_note=int(model.reference_note),
+            sample_rate=int(getattr(model, "sample_rate", 44100)),
+            n_fft=int(getattr(model, "n_fft", 4096)),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise MappingError(
+            f"cannot validate a mapping against {model!r}: it lacks model metadata ({exc}); "
+            "pass a daemon.model.DecoderModel"
+        ) from None
+    if not (len(info.latent_min) == len(info.latent_max) == len(info.latent_default) == dim):
+        raise MappingError(f"model {model!r}: latent_min/max/default must each have latent_dim={dim} values")
+    return info
+
+
+# --------------------------------------------------------------------------- node helpers
+_constructor = yaml.constructor.SafeConstructor()
+
+
+class _Ctx:
+    """Error formatting: every message is one line, file:line: field: problem."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, node, fieldname: str, problem: str, value=None, allowed: str | None = None, fix: str | None = None):
+        line = node.start_mark.line + 1 if node is not None else 0
+        msg = f"{self.source}:{line}: {fieldname}: {problem}"
+        if value is not None:
+            msg += f" (got {value!r})"
+        if allowed:
+            msg += f"; allowed: {allowed}"
+        if fix:
+            msg += f"; {fix}"
+        return MappingError(msg.replace("\n", " "))
+
+    def scalar(self, node, fieldname: str):
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a section"
+            raise self.error(node, fieldname, f"expected a single value, found {kind}")
+        return _constructor.construct_object(node, deep=True)
+
+    def number(self, node, fieldname: str, lo: float, hi: float, unit: str = "") -> float:
+        v = self.scalar(node, fieldname)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.error(node, fieldname, "not a number", v, f"{lo:g}..{hi:g}{unit}")
+        if not lo <= v <= hi:
+            raise self.error(node, fieldname, "out of range", v, f"{lo:g}..{hi:g}{unit}")
+        return float(v)
+
+    def integer(self, node, fieldname: str, lo: int, hi: int, what: str = "") -> int:
+        v = self.scalar(node, fieldname)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(node, fieldname, "not a whole number", v, f"{lo}..{hi}{what}")
+        if not lo <= v <= hi:
+            raise self.error(node, fieldname, "out of range", v, f"{lo}..{hi}{what}")
+        return v
+
+    def boolean(self, node, fieldname: str) -> bool:
+        v = self.scalar(node, fieldname)
+        if not isinstance(v, bool):
+            raise self.error(node, fieldname, "not true/false", v, "true, false")
+        return v
+
+    def choice(self, node, fieldname: str, choices) -> str:
+        v = self.scalar(node, fieldname)
+        key = str(v).strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
+        if key not in choices:
+            raise self.error(node, fieldname, "unknown value", v, ", ".join(str(c) for c in choices))
+        return key
+
+    def text(self, node, fieldname: str) -> str:
+        v = self.scalar(node, fieldname)
+        if v is None or isinstance(v, (list, dict)):
+            raise self.error(node, fieldname, "expected text", v)
+        return str(v)
+
+    def section(self, node, fieldname: str, allowed: tuple) -> dict:
+        """A YAML mapping node -> {key: (key_node, value_node)}; unknown/duplicate keys fail."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, fieldname, "expected a section of 'key: value' lines", self._peek(node))
+        out: dict = {}
+        for knode, vnode in node.value:
+            key = _constructor.construct_object(knode, deep=True) if isinstance(knode, yaml.ScalarNode) else None
+            name = f"{fieldname}.{key}" if fieldname else str(key)
+            if key in out:
+                raise self.error(knode, name, "appears twice; keep one")
+            if allowed and key not in allowed:
+                raise self.error(knode, name, "unknown field", None, ", ".join(allowed), "check the spelling")
+            out[key] = (knode, vnode)
+        return out
+
+    def sequence(self, node, fieldname: str) -> list:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, fieldname, "expected a list", self._peek(node))
+        return list(node.value)
+
+    @staticmethod
+    def _peek(node):
+        if isinstance(node, yaml.ScalarNode):
+            return node.value
+        return None
+
+    def channels(self, node, fieldname: str) -> frozenset:
+        """'all' / 'omni' / 'any', a channel 1..16, or a list of them -> mido channels 0..15."""
+        allowed = "1..16, a list of them, or all"
+        if isinstance(node, yaml.SequenceNode):
+            chans = [self.integer(n, f"{fieldname}[{i}]", 1, 16, " (MIDI channels count from 1)")
+                     for i, n in enumerate(node.value)]
+            if not chans:
+                raise self.error(node, fieldname, "empty channel list", None, allowed)
+            return frozenset(c - 1 for c in chans)
+        v = self.scalar(node, fieldname)
+        if isinstance(v, str) and v.strip().lower() in ("all", "omni", "any"):
+            return ALL_CHANNELS
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 16:
+            raise self.error(node, fieldname, "not a MIDI channel", v, allowed)
+        return frozenset((v - 1,))
+
+
+# --------------------------------------------------------------------------- loading
+def load_mapping(path, model) -> Mapping:
+    """Load and validate a YAML mapping file against a model's metadata.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    model : daemon.model.DecoderModel (or any object with ``latent_dim``,
+        ``latent_min``, ``latent_max``, ``latent_default``, ``reference_note``,
+        ``sample_rate``, ``n_fft``)
+
+    Raises
+    ------
+    MappingError
+        One line naming file, line, field, value and the allowed values.
+    """
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError(f"{p}: mapping file not found; pass an existing .yaml file (see mappings/)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{p}: cannot read the mapping file: {exc}") from None
+    return load_mapping_text(text, model, source=str(p), path=p)
+
+
+def load_mapping_text(text: str, model, *, source: str = "<mapping>", path: Path | None = None) -> Mapping:
+    """Validate mapping YAML given as text (``path`` anchors relative program paths)."""
+    ctx = _Ctx(source)
+    info = _model_info(model)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        problem = (exc.problem or str(exc)).strip()
+        raise MappingError(f"{source}:{line}: YAML syntax error: {problem}; check indentation and colons") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{source}: YAML error: {str(exc).splitlines()[0]}") from None
+    if root is None:
+        raise MappingError(f"{source}:1: the mapping file is empty; start from mappings/default.yaml")
+    top = ctx.section(root, "", _TOP_KEYS)
+
+    if "version" in top:
+        ctx.integer(top["version"][1], "version", FORMAT_VERSION, FORMAT_VERSION)
+    name = ctx.text(top["name"][1], "name") if "name" in top else (path.stem if path else "mapping")
+    if "description" in top:
+        ctx.text(top["description"][1], "description")
+    channels = ctx.channels(top["channel"][1], "channel") if "channel" in top else ALL_CHANNELS
+    takeover = ctx.choice(top["takeover"][1], "takeover", TAKEOVER_MODES) if "takeover" in top else "pickup"
+
+    controls = _controls(ctx, top.get("controls"), info, channels, takeover)
+    notes = _notes(ctx, top.get("notes"), info, channels)
+    bend_range, bend_channels = _pitch_bend(ctx, top.get("pitch_bend"), notes.channels)
+    sustain_cc, sustain_channels = _sustain(ctx, top.get("sustain"), notes.channels)
+    _check_conflicts(ctx, controls, sustain_cc, sustain_channels)
+    initial = _initial_latent(ctx, top.get("initial_latent"), info)
+    params = _params(ctx, top.get("params"), info)
+    base = path.parent if path is not None else Path.cwd()
+    programs = _programs(ctx, top.get("programs"), base)
+
+    return Mapping(
+        path=path,
+        name=name,
+        latent_dim=info.latent_dim,
+        controls=tuple(controls),
+        notes=notes,
+        pitch_bend_range=bend_range,
+        pitch_bend_channels=bend_channels,
+        sustain_cc=sustain_cc,
+        sustain_channels=sustain_channels,
+        programs=tuple(programs),
+        initial_latent=initial,
+        params=params,
+        default_takeover=takeover,
+        model=model,
+    )
+
+
+_TOP_KEYS = (
+    "version", "name", "description", "channel", "takeover", "initial_latent", "params",
+    "controls", "notes", "pitch_bend", "sustain", "programs",
+)
+_CONTROL_KEYS = (
+    "cc", "channel", "neuron", "param", "label", "range", "curve", "invert", "takeover",
+    "resolution", "encoder", "step", "unit",
+)
+
+
+def _controls(ctx: _Ctx, item, info: _ModelInfo, channels, takeover) -> list:
+    if item is None:
+        return []
+    knode, node = item
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+        return []
+    out = []
+    for i, cnode in enumerate(ctx.sequence(node, "controls")):
+        out.append(_control(ctx, i, cnode, info, channels, takeover))
+    return out
+
+
+def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeover) -> Control:
+    f = f"controls[{i}]"
+    sec = ctx.section(node, f, _CONTROL_KEYS)
+    line = node.start_mark.line + 1
+    if "cc" not in sec:
+        raise ctx.error(node, f"{f}.cc", "missing", None, "0..127", "add 'cc: <number>' (the controller number)")
+    cc = ctx.integer(sec["cc"][1], f"{f}.cc", 0, 127)
+    chans = ctx.channels(sec["channel"][1], f"{f}.channel") if "channel" in sec else channels
+    label = ctx.text(sec["label"][1], f"{f}.label") if "label" in sec else f"CC {cc}"
+
+    if ("neuron" in sec) == ("param" in sec):
+        raise ctx.error(
+            node, f, "needs exactly one target", None,
+            f"'neuron: 0..{info.latent_dim - 1}' or 'param: {' / '.join(PARAMS)}'",
+        )
+    semitone_bins = 0.0
+    if "neuron" in sec:
+        neuron = ctx.integer(sec["neuron"][1], f"{f}.neuron", 0, info.latent_dim - 1,
+                             f" (this model has latent_dim={info.latent_dim})")
+        param = engine_param = ""
+        unit = "latent"
+        limits = (-_LATENT_LIMIT, _LATENT_LIMIT)
+        default_range = (info.latent_min[neuron], info.latent_max[neuron])
+        default_curve = "linear"
+        if "unit" in sec:
+            raise ctx.error(sec["unit"][0], f"{f}.unit", "only applies to 'param: shift'")
+    else:
+        param = ctx.choice(sec["param"][1], f"{f}.param", tuple(PARAMS))
+        spec = PARAMS[param]
+        neuron = -1
+        engine_param = spec.engine_name
+        unit, limits, default_range, default_curve = spec.unit, spec.limits, spec.default_range, spec.default_curve
+        if "unit" in sec:
+            if param != "shift":
+                raise ctx.error(sec["unit"][0], f"{f}.unit", "only applies to 'param: shift'")
+            unit = ctx.choice(sec["unit"][1], f"{f}.unit", ("bins", "semitones"))
+            if unit == "semitones":
+                limits, default_range = _SEMITONE_LIMITS, _SEMITONE_DEFAULT_RANGE
+                f_ref = 440.0 * 2.0 ** ((info.reference_note - 69) / 12.0)
+                semitone_bins = f_ref * info.n_fft / info.sample_rate
+
+    if "range" in sec:
+        rnode = sec["range"][1]
+        items = ctx.sequence(rnode, f"{f}.range")
+        if len(items) != 2:
+            raise ctx.error(rnode, f"{f}.range", "needs two values [min, max]", len(items), "[min, max]")
+        u = f" {unit}" if unit not in ("latent", "0..1") else ""
+        low = ctx.number(items[0], f"{f}.range[0]", *limits, unit=u)
+        high = ctx.number(items[1], f"{f}.range[1]", *limits, unit=u)
+        if low == high:
+            raise ctx.error(rnode, f"{f}.range", "min equals max, the knob would do nothing", [low, high],
+                            "two different values (min > max inverts)")
+    else:
+        low, high = default_range
+
+    curve, exponent = default_curve, 1.0
+    if "curve" in sec:
+        cnode = sec["curve"][1]
+        v = ctx.scalar(cnode, f"{f}.curve")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            exponent = ctx.number(cnode, f"{f}.curve", 0.05, 20.0, " (an exponent)")
+            curve = "power"
+        else:
+            curve = ctx.choice(cnode, f"{f}.curve", CURVES + ("an exponent 0.05..20",))
+            if curve not in CURVES:
+                raise ctx.error(cnode, f"{f}.curve", "unknown curve", v, "linear, exp, log, or an exponent 0.05..20")
+    invert = ctx.boolean(sec["invert"][1], f"{f}.invert") if "invert" in sec else False
+    takeover = ctx.choice(sec["takeover"][1], f"{f}.takeover", TAKEOVER_MODES) if "takeover" in sec else default_takeover
+
+    resolution = 7
+    if "resolution" in sec:
+        rn = sec["resolution"][1]
+        v = ctx.scalar(rn, f"{f}.resolution")
+        key = str(v).strip().lower().replace("-", "").replace(" ", "")
+        if key in ("7", "7bit"):
+            resolution = 7
+        elif key in ("14", "14bit"):
+            resolution = 14
+        else:
+            raise ctx.error(rn, f"{f}.resolution", "unknown resolution", v, "7bit, 14bit")
+        if resolution == 14 and cc > 31:
+            raise ctx.error(sec["cc"][1], f"{f}.cc", "a 14-bit pair needs its MSB on CC 0..31 (LSB on cc+32)", cc, "0..31")
+
+    encoder = ctx.choice(sec["encoder"][1], f"{f}.encoder", ENCODERS) if "encoder" in sec else "absolute"
+    if encoder != "absolute" and resolution == 14:
+        raise ctx.error(sec["encoder"][1], f"{f}.encoder", "relative encoders are 7-bit; remove 'resolution: 14bit'")
+    step = 0.01
+    if "step" in sec:
+        if encoder == "absolute":
+            raise ctx.error(sec["step"][0], f"{f}.step", "only applies to relative encoders",
+                            None, None, "add 'encoder: signed_bit' (or the one your controller sends) or remove 'step'")
+        step = ctx.number(sec["step"][1], f"{f}.step", 1e-5, 1.0, " (fraction of the range per encoder tick)")
+
+    return Control(
+        index=i, line=line, label=label, cc=cc, channels=chans, neuron=neuron, param=param,
+        engine_param=engine_param, low=float(low), high=float(high), unit=unit, curve=curve,
+        exponent=exponent, invert=invert, takeover=takeover, resolution=resolution,
+        encoder=encoder, step=step, semitone_bins=semitone_bins,
+    )
+
+
+def _notes(ctx: _Ctx, item, info: _ModelInfo, channels) -> NoteSettings:
+    sec = ctx.section(item[1], "notes", ("channel", "pitch_mode", "reference_note", "polyphony", "velocity_curve")) if item else {}
+    chans = ctx.channels(sec["channel"][1], "notes.channel") if "channel" in sec else channels
+    mode = ctx.choice(sec["pitch_mode"][1], "notes.pitch_mode", PITCH_MODES) if "pitch_mode" in sec else "transpose"
+    ref = info.reference_note
+    if "reference_note" in sec:
+        rn = sec["reference_note"][1]
+        v = ctx.scalar(rn, "notes.reference_note")
+        if not (isinstance(v, str) and v.strip().lower() in ("model", "default")):
+            ref = ctx.integer(rn, "notes.reference_note", 0, 127, " (MIDI note; or 'model')")
+    poly = ctx.integer(sec["polyphony"][1], "notes.polyphony", 1, 64) if "polyphony" in sec else 8
+    vcurve, vexp = "linear", 1.0
+    if "velocity_curve" in sec:
+        vn = sec["velocity_curve"][1]
+        v = ctx.scalar(vn, "notes.velocity_curve")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            vexp = ctx.number(vn, "notes.velocity_curve", 0.05, 10.0, " (an exponent)")
+            vcurve = "power"
+        else:
+            vcurve = ctx.choice(vn, "notes.velocity_curve", tuple(VELOCITY_CURVES))
+            vexp = VELOCITY_CURVES[vcurve]
+    return NoteSettings(chans, mode, ref, poly, vcurve, vexp)
+
+
+def _pitch_bend(ctx: _Ctx, item, note_channels):
+    if item is None:
+        return 2.0, note_channels
+    node = item[1]
+    if isinstance(node, yaml.ScalarNode):
+        v = ctx.scalar(node, "pitch_bend")
+        if v is False or v is None:
+            return 0.0, note_channels
+        return ctx.number(node, "pitch_bend", 0.0, 48.0, " semitones"), note_channels
+    sec = ctx.section(node, "pitch_bend", ("range", "channel"))
+    rng = ctx.number(sec["range"][1], "pitch_bend.range", 0.0, 48.0, " semitones") if "range" in sec else 2.0
+    chans = ctx.channels(sec["channel"][1], "pitch_bend.channel") if "channel" in sec else note_channels
+    return rng, chans
+
+
+def _sustain(ctx: _Ctx, item, note_channels):
+    if item is None:
+        return 64, note_channels
+    node = item[1]
+    if isinstance(node, yaml.ScalarNode):
+        v = ctx.scalar(node, "sustain")
+        if v is False or v is None:
+            return None, note_channels
+        if isinstance(v, int) and not isinstance(v, bool):
+            return ctx.integer(node, "sustain", 0, 127, " (a CC number, or off)"), note_channels
+        raise ctx.error(node, "sustain", "unknown value", v, "a CC number 0..127, off, or a section with cc/channel")
+    sec = ctx.section(node, "sustain", ("cc", "channel"))
+    cc = ctx.integer(sec["cc"][1], "sustain.cc", 0, 127) if "cc" in sec else 64
+    chans = ctx.channels(sec["channel"][1], "sustain.channel") if "channel" in sec else note_channels
+    return cc, chans
+
+
+def _check_conflicts(ctx: _Ctx, controls, sustain_cc, sustain_channels) -> None:
+    """A 14-bit pair's LSB CC and the sustain CC cannot also drive another control."""
+    for c in controls:
+        if c.resolution != 14:
+            continue
+        for other in controls:
+            if other.cc == c.lsb_cc and other.channels & c.channels:
+                raise MappingError(
+                    f"{ctx.source}:{other.line}: controls[{other.index}].cc: CC {other.cc} is the LSB of the "
+                    f"14-bit pair on CC {c.cc} (controls[{c.index}], line {c.line}); use another CC"
+                )
+        if sustain_cc == c.lsb_cc and sustain_channels & c.channels:
+            raise MappingError(
+                f"{ctx.source}:{c.line}: controls[{c.index}].cc: its 14-bit LSB CC {c.lsb_cc} is the sustain CC; "
+                "move sustain or the pair"
+            )
+    for c in controls:
+        if sustain_cc is not None and c.cc == sustain_cc and c.channels & sustain_channels:
+            raise MappingError(
+                f"{ctx.source}:{c.line}: controls[{c.index}].cc: CC {c.cc} is the sustain pedal "
+                "(sustain.cc); use another CC or set 'sustain: off'"
+            )
+
+
+def _initial_latent(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
+    values = list(info.latent_default)
+    if item is None:
+        return tuple(values)
+    node = item[1]
+    lim = (-_LATENT_LIMIT, _LATENT_LIMIT)
+    if isinstance(node, yaml.ScalarNode):
+        v = ctx.scalar(node, "initial_latent")
+        if isinstance(v, str) and v.strip().lower() in ("default", "model"):
+            return tuple(values)
+        raise ctx.error(node, "initial_latent", "unknown value", v,
+                        f"default, a list of {info.latent_dim} numbers, or a section 'neuron: value'")
+    if isinstance(node, yaml.SequenceNode):
+        if len(node.value) != info.latent_dim:
+            raise ctx.error(node, "initial_latent", f"needs {info.latent_dim} values (latent_dim)", len(node.value))
+        return tuple(
+            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, "x") is None)
+            else ctx.number(n, f"initial_latent[{i}]", *lim)
+            for i, n in enumerate(node.value)
+        )
+    sec = ctx.section(node, "initial_latent", ())
+    for key, (kn, vn) in sec.items():
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < info.latent_dim:
+            raise ctx.error(kn, f"initial_latent.{key}", "not a neuron number", key, f"0..{info.latent_dim - 1}")
+        values[key] = ctx.number(vn, f"initial_latent.{key}", *lim)
+    return tuple(values)
+
+
+def _params(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
+    if item is None:
+        return ()
+    sec = ctx.section(item[1], "params", tuple(PARAMS) + ("shift_semitones",))
+    out = []
+    for key, (_, vn) in sec.items():
+        if key == "shift_semitones":
+            s = ctx.number(vn, "params.shift_semitones", *_SEMITONE_LIMITS, unit=" semitones")
+            f_ref = 440.0 * 2.0 ** ((info.reference_note - 69) / 12.0)
+            out.append(("shift_bins", f_ref * info.n_fft / info.sample_rate * (2.0 ** (s / 12.0) - 1.0)))
+            continue
+        spec = PARAMS[key]
+        u = f" {spec.unit}" if spec.unit != "0..1" else ""
+        out.append((spec.engine_name, ctx.number(vn, f"params.{key}", *spec.limits, unit=u)))
+    names = [n for n, _ in out]
+    if names.count("shift_bins") > 1:
+        raise ctx.error(item[1], "params", "give either shift or shift_semitones, not both")
+    return tuple(out)
+
+
+def _programs(ctx: _Ctx, item, base: Path) -> list:
+    if item is None:
+        return []
+    sec = ctx.section(item[1], "programs", ())
+    out = []
+    for key, (kn, vn) in sec.items():
+        f = f"programs.{key}"
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key <= 127:
+            raise ctx.error(kn, f, "not a program number", key, "0..127 (as sent on the wire; 'PGM 1' on most controllers sends 0)")
+        ps = ctx.section(vn, f, ("name", "model", "mapping"))
+        if "model" not in ps and "mapping" not in ps:
+            raise ctx.error(vn, f, "names neither a model nor a mapping", None, "model: <dir>, mapping: <file.yaml>")
+        model = mapping = None
+        if "model" in ps:
+            model = (base / ctx.text(ps["model"][1], f"{f}.model")).resolve()
+            if not (model.is_dir() and (model / "decoder.onnx").is_file()) and not model.is_file():
+                raise ctx.error(ps["model"][1], f"{f}.model", "no model there", str(model),
+                                "a model directory holding decoder.onnx, or a .onnx file; relative to this file's folder")
+        if "mapping" in ps:
+            mapping = (base / ctx.text(ps["mapping"][1], f"{f}.mapping")).resolve()
+            if not mapping.is_file():
+                raise ctx.error(ps["mapping"][1], f"{f}.mapping", "no such file", str(mapping),
+                                "a .yaml mapping file; relative to this file's folder")
+        name = ctx.text(ps["name"][1], f"{f}.name") if "name" in ps else f"program {key}"
+        out.append(Program(key, kn.start_mark.line + 1, name, model, mapping))
+    return sorted(out, key=lambda p: p.number)
