@@ -46,6 +46,9 @@ class Supervisor:
     ----------
     child_args : list of str
         Arguments for ``canne run`` in the child (without the heartbeat option).
+    command : list of str
+        The child's command before ``--child-heartbeat-fd FD`` and ``child_args``
+        (default ``python -m daemon.cli run``; tests substitute a scripted child).
     """
 
     def __init__(
@@ -57,8 +60,10 @@ class Supervisor:
         max_backoff_s: float = 8.0,
         stop_timeout_s: float = 2.5,
         env: dict | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.child_args = list(child_args)
+        self.command = list(command or [sys.executable, "-m", "daemon.cli", "run"])
         self.watchdog_s = watchdog_s
         self.startup_timeout_s = startup_timeout_s
         self.max_backoff_s = max_backoff_s
@@ -96,8 +101,7 @@ class Supervisor:
     # -- one child ---------------------------------------------------------------
     def _spawn(self) -> tuple[subprocess.Popen, int]:
         r, w = os.pipe()
-        cmd = [sys.executable, "-m", "daemon.cli", "run", "--child-heartbeat-fd", str(w),
-               *self.child_args]
+        cmd = [*self.command, "--child-heartbeat-fd", str(w), *self.child_args]
         child = subprocess.Popen(cmd, pass_fds=(w,), env=self.env)
         os.close(w)
         return child, r
