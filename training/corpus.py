@@ -1,0 +1,233 @@
+"""Corpus: normalised magnitude STFT frames tagged by patch, cached on disk.
+
+A corpus directory holds
+
+- ``frames.npy``  float32 [n_frames, n_bins], each frame normalised to max 1;
+- ``patch.npy``   int32 [n_frames], the patch each frame came from;
+- ``meta.json``   STFT settings, patch list, the patch-level train/val/test split,
+  a human description and the reference note.
+
+The split is made over patches, never frames: no patch is in two sets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from training import fluid, scales, synth
+from training.errors import CorpusError
+from training.stft import StftSettings, magnitude_frames, normalise_and_gate
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3", ".w64",
+                    ".caf", ".au", ".snd", ".opus")
+SOURCES = ("folder", "soundfont", "synth")
+
+
+@dataclass
+class Corpus:
+    """An in-memory corpus (frames may be a read-only memory map)."""
+
+    frames: np.ndarray
+    patch: np.ndarray
+    meta: dict
+    path: Path | None = None
+
+    @property
+    def stft(self) -> StftSettings:
+        return StftSettings(**self.meta["stft"])
+
+    def split_index(self, name: str) -> np.ndarray:
+        """Frame indices of split ``name`` ('train', 'val' or 'test')."""
+        ids = np.asarray(self.meta["split"][name], dtype=np.int64)
+        return np.nonzero(np.isin(self.patch, ids))[0]
+
+
+@dataclass
+class _Builder:
+    stft: StftSettings
+    silence_db: float
+    frames: list = field(default_factory=list)
+    patch: list = field(default_factory=list)
+    patches: list = field(default_factory=list)
+
+    def add(self, name: str, audio: np.ndarray, **info) -> None:
+        mag = magnitude_frames(audio, self.stft)
+        frames, _ = normalise_and_gate(mag, silence_db=self.silence_db)
+        pid = len(self.patches)
+        self.patches.append({"id": pid, "name": name, "n_frames": int(len(frames)), **info})
+        if len(frames):
+            self.frames.append(frames)
+            self.patch.append(np.full(len(frames), pid, dtype=np.int32))
+
+
+def patch_split(n_patches: int, *, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict:
+    """Seeded patch-level split into train/val/test id lists (val and test non-empty)."""
+    if n_patches < 3:
+        raise CorpusError(f"a corpus needs at least 3 patches for a train/validation/test split, "
+                          f"got {n_patches}; add recordings or use --segment-seconds to cut long "
+                          "recordings into patches")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_patches)
+    n_val = max(1, int(round(fractions[1] * n_patches)))
+    n_test = max(1, int(round(fractions[2] * n_patches)))
+    n_train = n_patches - n_val - n_test
+    if n_train < 1:
+        n_train, n_val, n_test = 1, 1, n_patches - 2
+    return {"train": sorted(int(i) for i in order[:n_train]),
+            "val": sorted(int(i) for i in order[n_train:n_train + n_val]),
+            "test": sorted(int(i) for i in order[n_train + n_val:])}
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Read any soundfile-readable file, mix to mono, resample to ``sample_rate``."""
+    import soundfile as sf
+
+    try:
+        y, sr = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception as exc:  # soundfile raises several types; the message is what matters
+        raise CorpusError(f"cannot read audio file {path}: {str(exc).strip().splitlines()[0]}; "
+                          "convert it to WAV/FLAC or remove it from the folder") from None
+    if y.size == 0:
+        raise CorpusError(f"audio file {path} holds no samples; remove it from the folder")
+    y = y.mean(axis=1)
+    if sr != sample_rate:
+        g = int(np.gcd(int(sr), int(sample_rate)))
+        y = resample_poly(y, sample_rate // g, int(sr) // g)
+    if not np.all(np.isfinite(y)):
+        raise CorpusError(f"audio file {path} contains NaN or Inf samples")
+    return y
+
+
+def list_audio_files(folder: Path) -> list[Path]:
+    if not folder.exists():
+        raise CorpusError(f"recordings folder {folder} does not exist; pass --input DIR with "
+                          "your WAV/FLAC files")
+    if folder.is_file():
+        return [folder]
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise CorpusError(f"recordings folder {folder} has no audio files "
+                          f"({', '.join(AUDIO_EXTENSIONS[:4])}, ...); put your recordings there")
+    return files
+
+
+def _save(builder: _Builder, out: Path, *, description: str, source: dict, seed: int,
+          reference_note: int) -> Corpus:
+    if not builder.frames:
+        raise CorpusError(f"every frame of the corpus for {out} was below the silence gate "
+                          f"({-abs(builder.silence_db)} dB); check the input levels")
+    frames = np.concatenate(builder.frames)
+    patch = np.concatenate(builder.patch)
+    non_empty = [p["id"] for p in builder.patches if p["n_frames"] > 0]
+    sp = patch_split(len(non_empty), seed=seed)
+    split = {k: [non_empty[i] for i in v] for k, v in sp.items()}
+    meta = {
+        "format": 1,
+        "description": description,
+        "stft": builder.stft.to_dict(),
+        "silence_db": -abs(builder.silence_db),
+        "reference_note": reference_note,
+        "source": source,
+        "seed": seed,
+        "n_frames": int(len(frames)),
+        "patches": builder.patches,
+        "split": split,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "frames.npy", frames)
+    np.save(out / "patch.npy", patch)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return Corpus(frames, patch, meta, out)
+
+
+def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = None,
+                 input: str | Path | None = None, soundfont: str | None = None,
+                 scale: str = "one-octave", programs: list[int] | None = None,
+                 n_patches: int = 32, note_s: float = 1.0, tail_s: float = 0.5,
+                 gain: float = 0.5, silence_db: float = 60.0, segment_seconds: float = 0.0,
+                 seed: int = 0, jobs: int = 2, progress: bool = True) -> Corpus:
+    """Build a corpus from one source and cache it in directory ``out``.
+
+    ``source``: 'folder' (recordings under ``input``; each file, or each
+    ``segment_seconds`` piece of one, is a patch), 'soundfont' (GM ``programs`` playing
+    ``scale`` through FluidSynth) or 'synth' (``n_patches`` seeded virtual-analog patches).
+    """
+    from tqdm import tqdm
+
+    stft = stft or StftSettings()
+    out = Path(out)
+    b = _Builder(stft, silence_db)
+    if source == "folder":
+        if input is None:
+            raise CorpusError("--source folder needs --input DIR (a folder of recordings)")
+        folder = Path(input)
+        files = list_audio_files(folder)
+        for f in tqdm(files, desc="reading", unit="file", disable=not progress):
+            y = read_audio(f, stft.sample_rate)
+            rel = str(f.relative_to(folder)) if f != folder else f.name
+            if segment_seconds > 0:
+                seg = int(segment_seconds * stft.sample_rate)
+                for k, i in enumerate(range(0, len(y), seg)):
+                    if len(y) - i >= seg // 2:
+                        b.add(f"{rel}#{k}", y[i:i + seg], file=rel)
+            else:
+                b.add(rel, y, file=rel)
+        description = f"recordings in {folder.name}: {len(files)} file(s)"
+        src = {"kind": "folder", "input": str(folder), "segment_seconds": segment_seconds}
+        ref = 60
+    elif source == "soundfont":
+        sf2 = fluid.find_soundfont(soundfont)
+        notes = scales.c_major_notes(scale)
+        programs = list(range(128)) if programs is None else list(programs)
+        bad = [p for p in programs if not 0 <= p <= 127]
+        if bad:
+            raise CorpusError(f"GM programs must be 0..127, got {bad}")
+        bar = tqdm(total=len(programs), desc="fluidsynth", unit="program", disable=not progress)
+        for p, y in fluid.render_programs(programs, notes, soundfont=sf2,
+                                          sample_rate=stft.sample_rate, note_s=note_s,
+                                          tail_s=tail_s, gain=gain, jobs=jobs, progress=bar):
+            b.add(fluid.program_name(p), y, program=p)
+        bar.close()
+        description = (f"{sf2.stem} {scale} C-major scale from {scales.midi_name(notes[0])}, "
+                       f"{len(programs)} GM programs")
+        src = {"kind": "soundfont", "soundfont": str(sf2), "scale": scale, "notes": notes,
+               "programs": programs, "note_s": note_s, "tail_s": tail_s, "gain": gain}
+        ref = scales.reference_note(scale)
+    elif source == "synth":
+        notes = scales.c_major_notes(scale)
+        rng = np.random.default_rng(seed)
+        for i in tqdm(range(n_patches), desc="synth", unit="patch", disable=not progress):
+            p = synth.random_patch(rng, i)
+            y = synth.render_patch(p, notes, sample_rate=stft.sample_rate, note_s=note_s,
+                                   tail_s=tail_s, seed=seed * 1000 + i)
+            b.add(p.name, y, synth=p.to_dict())
+        description = f"synthetic virtual-analog {scale} C-major scale, {n_patches} patches"
+        src = {"kind": "synth", "scale": scale, "notes": notes, "n_patches": n_patches,
+               "note_s": note_s, "tail_s": tail_s}
+        ref = scales.reference_note(scale)
+    else:
+        raise CorpusError(f"unknown corpus source {source!r}; choose one of {SOURCES}")
+    return _save(b, out, description=description, source=src, seed=seed, reference_note=ref)
+
+
+def load_corpus(path: str | Path, *, mmap: bool = True) -> Corpus:
+    """Load a corpus directory written by :func:`build_corpus`."""
+    path = Path(path)
+    meta_f = path / "meta.json"
+    if not meta_f.is_file():
+        raise CorpusError(f"{path} is not a corpus directory (no meta.json); build one with "
+                          "'canne-train corpus --out DIR'")
+    meta = json.loads(meta_f.read_text())
+    frames = np.load(path / "frames.npy", mmap_mode="r" if mmap else None)
+    patch = np.load(path / "patch.npy")
+    if frames.shape[0] != patch.shape[0]:
+        raise CorpusError(f"corpus {path}: frames.npy and patch.npy disagree in length")
+    return Corpus(frames, patch, meta, path)

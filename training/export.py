@@ -1,0 +1,176 @@
+"""Export a trained autoencoder to ``models/<name>/`` as ONNX with the runtime's metadata.
+
+Writes ``decoder.onnx`` (input ``z`` [batch, latent_dim] -> output ``magnitude``
+[batch, n_bins]), ``encoder.onnx`` (``magnitude`` -> ``z``, feature append inside the
+graph) and ``config.json``. Both ONNX files carry the metadata of docs/contracts.md.
+Before anything is written the exported graphs are run in onnxruntime and compared with
+torch; a difference above ``tolerance`` raises :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.corpus import Corpus, load_corpus
+from training.errors import ExportError, TrainingError
+from training.train import evaluate, load_checkpoint
+
+FORMAT_VERSION = 1
+OPSET = 17
+REQUIRED_KEYS = ("canne_format_version", "sample_rate", "n_fft", "hop_length", "window",
+                 "latent_dim", "latent_min", "latent_max", "latent_default", "reference_note",
+                 "corpus", "validation_metrics")
+
+
+@torch.no_grad()
+def encode_frames(model, frames: np.ndarray, chunk: int = 4000) -> np.ndarray:
+    """Latent codes of ``frames`` [n, n_bins] -> float32 [n, latent_dim]."""
+    out = [model.encoder(torch.as_tensor(np.asarray(frames[i:i + chunk])))
+           for i in range(0, len(frames), chunk)]
+    return torch.cat(out).numpy()
+
+
+def latent_stats(z: np.ndarray) -> dict:
+    """Per-neuron 1st/99th percentile range and median of encoded training frames."""
+    lo = np.percentile(z, 1, axis=0)
+    hi = np.percentile(z, 99, axis=0)
+    med = np.median(z, axis=0)
+    # a neuron that never moves still needs a usable (min < max) knob range
+    flat = hi - lo < 1e-6
+    lo = np.where(flat, lo - 0.5, lo)
+    hi = np.where(flat, hi + 0.5, hi)
+    return {"latent_min": [float(v) for v in lo], "latent_max": [float(v) for v in hi],
+            "latent_default": [float(v) for v in med]}
+
+
+def _export_graph(module, example, path: Path, in_name: str, out_name: str) -> None:
+    torch.onnx.export(module, (example,), str(path), input_names=[in_name],
+                      output_names=[out_name], dynamic_axes={in_name: {0: "batch"},
+                                                             out_name: {0: "batch"}},
+                      opset_version=OPSET, dynamo=False)
+
+
+def _set_metadata(path: Path, meta: dict) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+
+
+def _parity(path: Path, in_name: str, x: np.ndarray, ref: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    y = sess.run(None, {in_name: x.astype(np.float32)})[0]
+    if y.shape != ref.shape:
+        raise ExportError(f"{path.name}: onnxruntime output shape {y.shape} != torch {ref.shape}")
+    return float(np.max(np.abs(y - ref)))
+
+
+def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | None = None,
+                 description: str | None = None, tolerance: float = 1e-4,
+                 max_frames: int = 200000, seed: int = 0) -> dict:
+    """Export the best checkpoint of training run ``run`` into model directory ``out``.
+
+    Returns the metadata dict written into both ONNX files.
+    """
+    run = Path(run)
+    model, ck = load_checkpoint(run)
+    model = model.float().cpu().eval()
+    resolved_path = (run if run.is_dir() else run.parent) / "config.json"
+    resolved = json.loads(resolved_path.read_text()) if resolved_path.is_file() else {
+        "train": ck["train_config"], "model": ck["model_config"]}
+    if corpus is None:
+        corpus = load_corpus(ck["train_config"]["corpus"])
+    elif not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus)
+    st = corpus.stft
+    cfg = model.cfg
+    if cfg.n_bins != st.n_bins:
+        raise TrainingError(f"checkpoint {run} has {cfg.n_bins} bins but corpus {corpus.path} "
+                            f"has {st.n_bins}; export with the corpus it was trained on")
+    rng = np.random.default_rng(seed)
+    tr = corpus.split_index("train")
+    if len(tr) > max_frames:
+        tr = np.sort(rng.choice(tr, max_frames, replace=False))
+    z = encode_frames(model, corpus.frames[tr])
+    lat = latent_stats(z)
+    val_frames = np.ascontiguousarray(corpus.frames[corpus.split_index("val")])
+    vm = evaluate(model, val_frames)
+    vm = {k: round(float(v), 6) for k, v in vm.items()}
+    vm.update({"split": "validation", "n_frames": int(len(val_frames)),
+               "n_patches": len(corpus.meta["split"]["val"])})
+    meta = {
+        "canne_format_version": str(FORMAT_VERSION),
+        "sample_rate": str(st.sample_rate),
+        "n_fft": str(st.n_fft),
+        "hop_length": str(st.hop_length),
+        "window": st.window,
+        "latent_dim": str(cfg.latent_dim),
+        "latent_min": json.dumps(lat["latent_min"]),
+        "latent_max": json.dumps(lat["latent_max"]),
+        "latent_default": json.dumps(lat["latent_default"]),
+        "reference_note": str(int(corpus.meta.get("reference_note", 60))),
+        "corpus": description or corpus.meta["description"],
+        "validation_metrics": json.dumps(vm),
+        "training_config": json.dumps(resolved),
+    }
+
+    # parity inputs: encoded training latents plus points beyond the learned range
+    zs = z[rng.choice(len(z), min(256, len(z)), replace=False)]
+    lo, hi = np.array(lat["latent_min"]), np.array(lat["latent_max"])
+    span = hi - lo
+    z_wide = rng.uniform(lo - span, hi + span, size=(64, cfg.latent_dim)).astype(np.float32)
+    z_test = np.concatenate([zs, z_wide]).astype(np.float32)
+    x_test = val_frames[rng.choice(len(val_frames), min(256, len(val_frames)), replace=False)]
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        dec, enc = td / "decoder.onnx", td / "encoder.onnx"
+        with torch.no_grad():
+            _export_graph(model.decoder, torch.as_tensor(z_test[:2]), dec, "z", "magnitude")
+            _export_graph(model.encoder, torch.as_tensor(x_test[:2]), enc, "magnitude", "z")
+            ref_dec = model.decoder(torch.as_tensor(z_test)).numpy()
+            ref_enc = model.encoder(torch.as_tensor(x_test)).numpy()
+        _set_metadata(dec, meta)
+        _set_metadata(enc, meta)
+        d_dec = _parity(dec, "z", z_test, ref_dec)
+        d_enc = _parity(enc, "magnitude", x_test, ref_enc)
+        if not (d_dec <= tolerance and d_enc <= tolerance):
+            raise ExportError(f"onnxruntime differs from torch by {max(d_dec, d_enc):.3g} "
+                              f"(decoder {d_dec:.3g}, encoder {d_enc:.3g}) > tolerance "
+                              f"{tolerance:g}; nothing was written to {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dec, out / "decoder.onnx")
+        shutil.copyfile(enc, out / "encoder.onnx")
+    config = {**resolved, "export": {"run": str(run), "best_epoch": ck["info"].get("epoch"),
+                                     "parity_max_abs_diff": {"decoder": d_dec, "encoder": d_enc},
+                                     "opset": OPSET},
+              "metadata": {k: (json.loads(v) if k in ("latent_min", "latent_max",
+                                                      "latent_default", "validation_metrics")
+                               else v) for k, v in meta.items() if k != "training_config"}}
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata_props of an ONNX file as a dict of strings."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}

@@ -1,0 +1,109 @@
+"""Render General MIDI programs playing scales through the FluidSynth command line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from training.errors import CorpusError
+
+DEFAULT_SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+)
+
+# GM program names (1-based in the GM spec, 0-based here), for human-readable patch ids.
+GM_FAMILIES = (
+    "piano", "chromatic-percussion", "organ", "guitar", "bass", "strings", "ensemble",
+    "brass", "reed", "pipe", "synth-lead", "synth-pad", "synth-effects", "ethnic",
+    "percussive", "sound-effects",
+)
+
+
+def find_soundfont(path: str | None = None) -> Path:
+    """The SoundFont to use: ``path`` if given, else the first installed default."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise CorpusError(f"SoundFont {p} does not exist; install fluid-soundfont-gm or pass "
+                              "--soundfont /path/to/file.sf2")
+        return p
+    for cand in DEFAULT_SOUNDFONTS:
+        if Path(cand).is_file():
+            return Path(cand)
+    raise CorpusError("no General MIDI SoundFont found in /usr/share/sounds/sf2; "
+                      "apt-get install fluid-soundfont-gm, or pass --soundfont FILE.sf2")
+
+
+def fluidsynth_binary() -> str:
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise CorpusError("the 'fluidsynth' command is not on PATH; apt-get install fluidsynth "
+                          "(or use --source synth / --source folder)")
+    return exe
+
+
+def write_scale_midi(path: Path, program: int, notes: list[int], *, note_s: float,
+                     tail_s: float, velocity: int = 100) -> None:
+    """A one-track MIDI file: program change, then each note for ``note_s`` + ``tail_s`` gap."""
+    tpb = 480  # ticks per beat; tempo 500000 us/beat -> 960 ticks per second
+    per_s = 2 * tpb
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+    tr.append(mido.Message("program_change", program=program, channel=0, time=0))
+    gap = 0
+    for m in notes:
+        tr.append(mido.Message("note_on", note=m, velocity=velocity, channel=0, time=gap))
+        tr.append(mido.Message("note_off", note=m, velocity=0, channel=0,
+                               time=int(round(note_s * per_s))))
+        gap = int(round(tail_s * per_s))
+    tr.append(mido.MetaMessage("end_of_track", time=gap))
+    mid.save(str(path))
+
+
+def render_program(program: int, notes: list[int], *, soundfont: Path, sample_rate: int,
+                   note_s: float = 1.0, tail_s: float = 0.5, gain: float = 0.5,
+                   workdir: Path | None = None) -> np.ndarray:
+    """Render one GM program playing ``notes``; returns float32 mono at ``sample_rate``."""
+    import soundfile as sf
+
+    exe = fluidsynth_binary()
+    with tempfile.TemporaryDirectory(dir=workdir) as td:
+        mid, wav = Path(td) / "scale.mid", Path(td) / "out.wav"
+        write_scale_midi(mid, program, notes, note_s=note_s, tail_s=tail_s)
+        cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain), "-r", str(sample_rate),
+               "-O", "float", "-T", "wav", "-F", str(wav), str(soundfont), str(mid)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if res.returncode != 0 or not wav.is_file():
+            raise CorpusError(f"fluidsynth failed for program {program} with {soundfont}: "
+                              f"{(res.stderr or res.stdout).strip().splitlines()[-1:] }")
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    if sr != sample_rate:
+        raise CorpusError(f"fluidsynth wrote {sr} Hz, expected {sample_rate} Hz")
+    return y.mean(axis=1)
+
+
+def program_name(program: int) -> str:
+    return f"gm{program:03d}-{GM_FAMILIES[program // 8]}"
+
+
+def render_programs(programs: list[int], notes: list[int], *, soundfont: Path, sample_rate: int,
+                    note_s: float, tail_s: float, gain: float, jobs: int = 2, progress=None):
+    """Yield ``(program, audio)`` in program order, rendering ``jobs`` at a time."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = [pool.submit(render_program, p, notes, soundfont=soundfont,
+                            sample_rate=sample_rate, note_s=note_s, tail_s=tail_s, gain=gain)
+                for p in programs]
+        for p, f in zip(programs, futs):
+            yield p, f.result()
+            if progress is not None:
+                progress.update(1)

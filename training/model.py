@@ -1,0 +1,179 @@
+"""The CANNe autoencoder: a deep fully connected encoder/decoder on magnitude frames.
+
+Baseline (the 2018 thesis): input 2049 (+ appended features) -> 1000 -> 512 -> 256 -> 128
+-> 64 -> 32 -> 16 -> 8 -> 16 -> 32 -> 64 -> 128 -> 256 -> 512 -> 1024 -> 2049, ReLU.
+Widths, latent size, bias, activations and the appended features are configuration.
+The appended features are computed inside the encoder, so the exported encoder takes the
+plain magnitude frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.errors import TrainingError
+
+APPEND_OPTIONS = ("none", "diff1", "diff2", "both", "mfcc")
+ACTIVATIONS = ("relu", "linear", "softplus", "sigmoid", "tanh", "elu")
+THESIS_ENCODER = (1000, 512, 256, 128, 64, 32, 16)
+THESIS_DECODER = (16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass
+class ModelConfig:
+    n_bins: int = 2049
+    sample_rate: int = 44100
+    append: str = "diff1"
+    encoder_widths: list = field(default_factory=lambda: list(THESIS_ENCODER))
+    latent_dim: int = 8
+    decoder_widths: list = field(default_factory=lambda: list(THESIS_DECODER))
+    bias: bool = True
+    activation: str = "relu"
+    latent_activation: str = "linear"
+    output_activation: str = "relu"
+    n_mels: int = 40
+    n_mfcc: int = 20
+
+    def __post_init__(self) -> None:
+        if self.append not in APPEND_OPTIONS:
+            raise TrainingError(f"append={self.append!r} is unknown; choose one of {APPEND_OPTIONS}")
+        for key in ("activation", "latent_activation", "output_activation"):
+            if getattr(self, key) not in ACTIVATIONS:
+                raise TrainingError(f"{key}={getattr(self, key)!r} is unknown; choose one of "
+                                    f"{ACTIVATIONS}")
+        if self.output_activation not in ("relu", "softplus", "sigmoid"):
+            raise TrainingError(f"output_activation={self.output_activation!r} can go negative; "
+                                "the decoder must output magnitudes >= 0: use relu, softplus or "
+                                "sigmoid")
+        if self.latent_dim < 1:
+            raise TrainingError(f"latent_dim={self.latent_dim} must be >= 1")
+        self.encoder_widths = [int(w) for w in self.encoder_widths]
+        self.decoder_widths = [int(w) for w in self.decoder_widths]
+        if any(w < 1 for w in self.encoder_widths + self.decoder_widths):
+            raise TrainingError("layer widths must all be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _act(name: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "linear": nn.Identity(), "softplus": nn.Softplus(),
+            "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "elu": nn.ELU()}[name]
+
+
+def mel_filterbank(n_bins: int, sample_rate: int, n_mels: int) -> np.ndarray:
+    """Triangular mel filters (HTK mel scale), float32 [n_bins, n_mels], area-normalised."""
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_bins)
+    edges = mel_to_hz(np.linspace(hz_to_mel(20.0), hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    fb = np.zeros((n_bins, n_mels))
+    for i in range(n_mels):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        up = (freqs - lo) / max(mid - lo, 1e-9)
+        down = (hi - freqs) / max(hi - mid, 1e-9)
+        fb[:, i] = np.maximum(0.0, np.minimum(up, down))
+        s = fb[:, i].sum()
+        if s > 0:
+            fb[:, i] /= s
+    return fb.astype(np.float32)
+
+
+def dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix, float32 [n_in, n_out] (x @ D)."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    d = np.cos(np.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    d[:, 0] /= math.sqrt(2.0)
+    return d.astype(np.float32)
+
+
+class FeatureAppend(nn.Module):
+    """Concatenate the magnitude frame with the configured extra features."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mode = cfg.append
+        if self.mode == "mfcc":
+            self.register_buffer("mel", torch.from_numpy(
+                mel_filterbank(cfg.n_bins, cfg.sample_rate, cfg.n_mels)))
+            self.register_buffer("dct", torch.from_numpy(dct_matrix(cfg.n_mels, cfg.n_mfcc)))
+
+    @staticmethod
+    def n_extra(cfg: ModelConfig) -> int:
+        n = cfg.n_bins
+        return {"none": 0, "diff1": n - 1, "diff2": n - 2, "both": 2 * n - 3,
+                "mfcc": cfg.n_mfcc}[cfg.append]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        if self.mode == "mfcc":
+            return torch.cat([x, torch.log(x @ self.mel + 1e-6) @ self.dct], dim=1)
+        d1 = x[:, 1:] - x[:, :-1]
+        if self.mode == "diff1":
+            return torch.cat([x, d1], dim=1)
+        d2 = d1[:, 1:] - d1[:, :-1]
+        if self.mode == "diff2":
+            return torch.cat([x, d2], dim=1)
+        return torch.cat([x, d1, d2], dim=1)
+
+
+def _mlp(sizes: list[int], *, bias: bool, hidden: str, last: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[i], sizes[i + 1], bias=bias)
+        act = hidden if i < len(sizes) - 2 else last
+        if act in ("relu", "elu"):
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        else:
+            nn.init.xavier_normal_(lin.weight)
+        if bias:
+            nn.init.zeros_(lin.bias)
+        layers += [lin, _act(act)]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.features = FeatureAppend(cfg)
+        sizes = [cfg.n_bins + FeatureAppend.n_extra(cfg), *cfg.encoder_widths, cfg.latent_dim]
+        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.latent_activation)
+
+    def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        return self.net(self.features(magnitude))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        sizes = [cfg.latent_dim, *cfg.decoder_widths, cfg.n_bins]
+        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.output_activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Autoencoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def l2(self) -> torch.Tensor:
+        """Sum of squared trainable parameters (the thesis's ||theta||^2 term)."""
+        return sum((p * p).sum() for p in self.parameters() if p.requires_grad)

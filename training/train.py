@@ -1,0 +1,225 @@
+"""Training loop: Adam on spectral convergence + lambda * ||theta||^2, patch-level validation.
+
+Every checkpoint (``best.pt``, ``last.pt``) has the resolved configuration beside it
+(``config.json``); the per-epoch log is written as ``log.csv`` and ``log.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.corpus import Corpus, load_corpus
+from training.errors import TrainingError
+from training.model import Autoencoder, ModelConfig
+
+LOSSES = ("sc_mse", "sc", "mse")
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = "cache/corpus"
+    out: str = "runs/model"
+    epochs: int = 100
+    batch_size: int = 200
+    lr: float = 1e-3
+    l2: float = 1e-10
+    loss: str = "sc_mse"
+    log_weight: float = 0.0
+    log_floor_db: float = -80.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    patience: int = 0
+    max_minutes: float = 0.0
+    lr_decay: float = 1.0
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise TrainingError(f"loss={self.loss!r} is unknown; choose one of {LOSSES}")
+        if self.device not in ("cpu", "cuda"):
+            raise TrainingError(f"device={self.device!r} is unknown; use cpu or cuda")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise TrainingError("epochs and batch_size must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spectral_metrics(sq_err: float, sq_ref: float) -> dict:
+    """Both spectral-convergence forms and dB from summed squares.
+
+    ``sc_mse`` is the thesis code's form, sum((X - Xh)^2) / sum(X^2) (= MSE over the mean
+    square of the target); ``sc_sqrt`` is its equation 4.1, ||X - Xh||_F / ||X||_F;
+    ``sc_db`` = 20 log10(sc_sqrt).
+    """
+    ratio = sq_err / max(sq_ref, 1e-30)
+    root = math.sqrt(ratio)
+    return {"sc_mse": ratio, "sc_sqrt": root, "sc_db": 20.0 * math.log10(max(root, 1e-12))}
+
+
+@torch.no_grad()
+def evaluate(model: Autoencoder, frames: np.ndarray, *, device: str = "cpu",
+             chunk: int = 2000) -> dict:
+    """Spectral convergence of ``model`` over ``frames`` [n, n_bins]."""
+    model.eval()
+    err = ref = 0.0
+    for i in range(0, len(frames), chunk):
+        x = torch.as_tensor(np.asarray(frames[i:i + chunk]), device=device)
+        y = model(x)
+        err += float(((y - x) ** 2).sum(dtype=torch.float64))
+        ref += float((x * x).sum(dtype=torch.float64))
+    model.train()
+    return spectral_metrics(err, ref)
+
+
+def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    y = model(x)
+    se = ((y - x) ** 2).sum()
+    if cfg.loss == "sc_mse":
+        loss = se / (x * x).sum()
+    elif cfg.loss == "sc":
+        loss = torch.sqrt(se / (x * x).sum())
+    else:
+        loss = se / x.numel()
+    if cfg.log_weight > 0:
+        floor = 10.0 ** (cfg.log_floor_db / 20.0)
+        loss = loss + cfg.log_weight * (torch.log10(y.clamp_min(0) + floor)
+                                        - torch.log10(x + floor)).abs().mean()
+    if cfg.l2 > 0:
+        loss = loss + cfg.l2 * model.l2()
+    return loss
+
+
+def save_checkpoint(path: Path, model: Autoencoder, cfg: TrainConfig, info: dict) -> None:
+    torch.save({"model_state": model.state_dict(), "model_config": model.cfg.to_dict(),
+                "train_config": cfg.to_dict(), "info": info}, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Autoencoder, dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise TrainingError(f"checkpoint {path} does not exist; train first with "
+                            "'canne-train train' or pass the run directory")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = Autoencoder(ModelConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model_state"])
+    model.eval()
+    return model, ck
+
+
+def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = True,
+          log=print) -> dict:
+    """Train an autoencoder on ``cfg.corpus``; returns the summary written to ``summary.json``."""
+    from tqdm import tqdm
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    corpus = corpus or load_corpus(cfg.corpus)
+    st = corpus.stft
+    mcfg = ModelConfig(**{"n_bins": st.n_bins, "sample_rate": st.sample_rate, **cfg.model})
+    if mcfg.n_bins != st.n_bins:
+        raise TrainingError(f"model n_bins={mcfg.n_bins} does not match the corpus "
+                            f"({st.n_bins} bins for n_fft={st.n_fft})")
+    cfg.model = mcfg.to_dict()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {"train": cfg.to_dict(), "model": mcfg.to_dict(), "stft": st.to_dict(),
+                "corpus": {"path": str(corpus.path), "description": corpus.meta["description"],
+                           "n_frames": corpus.meta["n_frames"], "split": corpus.meta["split"]}}
+    (out / "config.json").write_text(json.dumps(resolved, indent=1))
+
+    tr_idx, va_idx = corpus.split_index("train"), corpus.split_index("val")
+    if len(tr_idx) == 0 or len(va_idx) == 0:
+        raise TrainingError(f"corpus {corpus.path} has an empty train or validation split")
+    dev = cfg.device
+    x_train = torch.as_tensor(np.ascontiguousarray(corpus.frames[tr_idx]), device=dev)
+    x_val = np.ascontiguousarray(corpus.frames[va_idx])
+    model = Autoencoder(mcfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+    n = len(x_train)
+    steps = math.ceil(n / cfg.batch_size)
+    history: list[dict] = []
+    v0 = evaluate(model, x_val, device=dev)
+    history.append({"epoch": 0, "train_loss": float("nan"), "seconds": 0.0, **{
+        f"val_{k}": v for k, v in v0.items()}})
+    log(f"train {n} frames ({len(corpus.meta['split']['train'])} patches), "
+        f"val {len(x_val)} frames; initial val sc_mse {v0['sc_mse']:.4f}")
+    best, best_epoch, t0 = float("inf"), 0, time.perf_counter()
+    stop_reason = "epochs"
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.as_tensor(rng.permutation(n), device=dev)
+        total = 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not progress, leave=False)
+        for s in bar:
+            xb = x_train[perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
+            loss = batch_loss(cfg, model, xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            if s % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        sched.step()
+        vm = evaluate(model, x_val, device=dev)
+        if not all(math.isfinite(v) for v in vm.values()):
+            raise TrainingError(f"training diverged at epoch {epoch} (validation metric is not "
+                                "finite); lower --lr")
+        elapsed = time.perf_counter() - t0
+        row = {"epoch": epoch, "train_loss": total / steps, "seconds": elapsed,
+               **{f"val_{k}": v for k, v in vm.items()}}
+        history.append(row)
+        improved = vm["sc_mse"] < best
+        if improved:
+            best, best_epoch = vm["sc_mse"], epoch
+            save_checkpoint(out / "best.pt", model, cfg, {"epoch": epoch, "val": vm})
+        save_checkpoint(out / "last.pt", model, cfg, {"epoch": epoch, "val": vm})
+        _write_log(out, history)
+        log(f"epoch {epoch:4d}  train {row['train_loss']:.4f}  val sc_mse {vm['sc_mse']:.4f}  "
+            f"sc_sqrt {vm['sc_sqrt']:.4f}  {vm['sc_db']:.2f} dB  {elapsed:7.1f} s"
+            + ("  *" if improved else ""))
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            stop_reason = f"no validation improvement for {cfg.patience} epochs"
+            break
+        if cfg.max_minutes and elapsed / 60.0 * (epoch + 1) / epoch > cfg.max_minutes:
+            stop_reason = f"time budget {cfg.max_minutes} min"
+            break
+    best_model, ck = load_checkpoint(out / "best.pt")
+    test_idx = corpus.split_index("test")
+    summary = {
+        "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"], "stop_reason": stop_reason,
+        "train_seconds": history[-1]["seconds"], "initial_val": v0,
+        "val": ck["info"]["val"],
+        "test": evaluate(best_model.to(dev), np.ascontiguousarray(corpus.frames[test_idx]),
+                         device=dev) if len(test_idx) else None,
+        "n_train_frames": int(n), "n_val_frames": int(len(x_val)),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    log(f"done: best epoch {best_epoch}, val sc_mse {summary['val']['sc_mse']:.4f} "
+        f"({summary['val']['sc_db']:.2f} dB), {stop_reason}")
+    return summary
+
+
+def _write_log(out: Path, history: list[dict]) -> None:
+    (out / "log.json").write_text(json.dumps(history, indent=1))
+    with open(out / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
