@@ -1,0 +1,191 @@
+"""Small streaming DSP blocks: windows, overlap-add, smoothing, DC blocker, limiter.
+
+Every block is a plan object: ``__init__`` allocates, the per-hop/per-block method
+works in preallocated buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "hann",
+    "synthesis_window",
+    "stft_magnitude",
+    "OverlapAdd",
+    "DCBlocker",
+    "SafetyLimiter",
+    "one_pole_coefficient",
+]
+
+
+def hann(n: int) -> np.ndarray:
+    """Periodic Hann window of length ``n`` (float64)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def synthesis_window(n_fft: int, hop_length: int) -> np.ndarray:
+    """Canonical dual of the periodic Hann window for overlap-add at ``hop_length``.
+
+    ``g = w / sum_k w(l - k*hop)**2`` so that analysis with ``w`` followed by
+    synthesis with ``g`` is the identity for any signal (perfect reconstruction).
+    """
+    w = hann(n_fft)
+    denom = np.zeros(n_fft)
+    for shift in range(0, n_fft, hop_length):
+        denom += np.roll(w * w, shift)
+    # denom is hop-periodic; for hop dividing n_fft and redundancy >= 2 it is > 0
+    return w / np.maximum(denom, 1e-12)
+
+
+def stft_magnitude(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """|STFT| with the periodic Hann window, no padding.
+
+    Frame ``n`` covers samples ``[n*hop, n*hop + n_fft)`` of ``x``; this is the
+    framing :func:`daemon.phase.reconstruct` inverts. Returns [frames, n_fft//2+1].
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    n_frames = 1 + (x.size - n_fft) // hop_length
+    idx = np.arange(n_fft)[None, :] + hop_length * np.arange(n_frames)[:, None]
+    return np.abs(np.fft.rfft(x[idx] * hann(n_fft), axis=1))
+
+
+class OverlapAdd:
+    """Streaming inverse STFT: irfft, synthesis window, overlap-add, ``hop`` samples out.
+
+    Frames are given as complex spectra with phase measured from the window
+    *centre* (the convention of :mod:`daemon.phase`); ``push`` multiplies by
+    ``(-1)**m`` (a circular shift of ``n_fft/2``) before the inverse FFT.
+
+    Parameters
+    ----------
+    n_fft, hop_length : int
+    n_rows : int
+        Independent streams (voices); ``push`` sums their output.
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, n_rows: int = 1):
+        self.n_fft = n_fft
+        self.hop = hop_length
+        self.n_rows = n_rows
+        self.window = synthesis_window(n_fft, hop_length)
+        n_bins = n_fft // 2 + 1
+        self.sign = np.where(np.arange(n_bins) % 2 == 0, 1.0, -1.0)
+        self._acc = np.zeros((n_rows, n_fft))  # per-row accumulators
+        self._frames = np.zeros((n_rows, n_fft))
+        self._spec = np.zeros((n_rows, n_bins), dtype=np.complex128)
+        self.out = np.zeros(hop_length)
+
+    def reset(self, row: int | None = None) -> None:
+        if row is None:
+            self._acc[:] = 0.0
+        else:
+            self._acc[row] = 0.0
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy the state of row ``src`` into row ``dst``."""
+        self._acc[dst] = self._acc[src]
+
+    def push(self, spectra: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Add one frame per row (rows ``0..n-1``), return the next ``hop`` summed samples.
+
+        ``spectra`` is complex [rows, n_bins] (centre phase). Returns ``self.out``
+        (a view, overwritten on the next call).
+        """
+        n = self.n_rows if n is None else n
+        hop = self.hop
+        acc = self._acc[:n]
+        if n:
+            spec = self._spec[:n]
+            np.multiply(spectra[:n], self.sign, out=spec)
+            frames = np.fft.irfft(spec, n=self.n_fft, axis=1)
+            np.multiply(frames, self.window, out=frames)
+            np.add(acc, frames, out=acc)
+            np.sum(acc[:, :hop], axis=0, out=self.out)
+            # shift accumulators left by hop
+            acc[:, :-hop] = acc[:, hop:]
+            acc[:, -hop:] = 0.0
+        else:
+            self.out[:] = 0.0
+        return self.out
+
+
+def one_pole_coefficient(time_ms: float, rate_hz: float) -> float:
+    """Feedback coefficient of a one-pole smoother with time constant ``time_ms``.
+
+    ``rate_hz`` is how often the smoother is stepped (hops per second for
+    per-hop smoothing). 0 ms gives 0 (no smoothing).
+    """
+    if time_ms <= 0.0:
+        return 0.0
+    return math.exp(-1000.0 / (time_ms * rate_hz))
+
+
+class DCBlocker:
+    """First-order DC blocker ``y = x - x1 + R*y1``, cut-off ``cutoff_hz``."""
+
+    def __init__(self, sample_rate: float, cutoff_hz: float = 20.0):
+        self.r = 1.0 - 2.0 * math.pi * cutoff_hz / sample_rate
+        self.x1 = 0.0
+        self.y1 = 0.0
+
+    def reset(self) -> None:
+        self.x1 = 0.0
+        self.y1 = 0.0
+
+    def process(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Filter block ``x`` into ``out`` (may be ``x``)."""
+        from scipy.signal import lfilter
+
+        # y[n] - R y[n-1] = x[n] - x[n-1]; state zi = x1*(-1) + R*y1 form for lfilter DF2T
+        zi = np.array([-self.x1 + self.r * self.y1])
+        y, _ = lfilter([1.0, -1.0], [1.0, -self.r], x, zi=zi)
+        self.x1 = float(x[-1])
+        self.y1 = float(y[-1])
+        out[:] = y
+        return out
+
+
+class SafetyLimiter:
+    """Last stage: NaN/Inf guard with mute latch, soft clip, hard clamp to ±1.
+
+    A block holding NaN/Inf is replaced by silence and the output is muted; it
+    fades back in over ``fade_samples`` once clean blocks arrive again.
+    Soft clip: identity below ``knee`` (0.5), then a tanh curve that approaches 1.
+    """
+
+    def __init__(self, fade_samples: int = 2048, knee: float = 0.5):
+        self.knee = knee
+        self.fade_samples = max(1, int(fade_samples))
+        self.mute_gain = 1.0
+        self.nonfinite_blocks = 0
+        self._ramp = np.arange(1, self.fade_samples + 1) / self.fade_samples
+
+    def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        out = x if out is None else out
+        if not np.all(np.isfinite(x)):
+            self.nonfinite_blocks += 1
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            out[:] = 0.0
+            self.mute_gain = 0.0
+            return out
+        if out is not x:
+            out[:] = x
+        k = self.knee
+        over = np.abs(out) > k
+        if over.any():
+            v = out[over]
+            out[over] = np.sign(v) * (k + (1.0 - k) * np.tanh((np.abs(v) - k) / (1.0 - k)))
+        if self.mute_gain < 1.0:
+            n = out.shape[0]
+            start = int(round(self.mute_gain * self.fade_samples))
+            stop = min(self.fade_samples, start + n)
+            m = stop - start
+            out[:m] *= self._ramp[start:stop] if m > 0 else 1.0
+            self.mute_gain = stop / self.fade_samples
+        np.clip(out, -1.0, 1.0, out=out)
+        return out

@@ -1,0 +1,365 @@
+"""Streaming phase reconstruction: real-time phase-gradient heap integration (RTPGHI).
+
+After Průša & Holighaus, "Phase vocoder done right" (2017) and Průša, Balazs,
+Søndergaard, "A noniterative method for reconstruction of phase from STFT magnitude"
+(2017); written from the papers and ``shared/DESIGN.md``.
+
+Conventions
+-----------
+- Analysis window: periodic Hann of length ``L = n_fft``; hop ``a``; its Gaussian
+  equivalent has ``lambda = 0.25645 * L**2`` (samples squared).
+- Phase is measured from the window *centre* ("time-invariant" convention):
+  ``X_n(m) = rfft(fftshift(frame_n * w))``. With ``s = log|X|``:
+
+  * time direction (rad per hop):  ``dphi/dn = (a*L/lambda) * ds/dm + 2*pi*a*m/L``
+  * frequency direction (rad per bin): ``dphi/dm = -(lambda/(a*L)) * ds/dn``
+
+- ``ds/dn``: backward difference ``s_n - s_{n-1}`` with no lookahead (measured
+  ~0.4 dB better on average than the second-order ``(3s_n - 4s_{n-1} + s_{n-2})/2``
+  over our test signals); centred difference ``(s_n - s_{n-2})/2`` with one frame
+  of lookahead (frame n-1 is output when frame n arrives).
+
+Integration order (loop-free, vectorised over voices and bins)
+-----------------------------------------------------------------
+A per-bin heap in pure Python costs ~2 ms per frame. In one dimension (bins on a
+line) frequency integration between two bins follows a unique path, so a heap only
+decides *where* each bin's phase enters along time. We reproduce that decision
+without a loop: each frame is split into spectral lobes (runs of significant bins
+between magnitude valleys). A lobe is entered along time if the previous frame's
+largest magnitude in it exceeds the valley that separates it from its left
+neighbour (what the heap would pop first); otherwise (an onset) it joins its left
+neighbour and is reached along frequency through the valley. Each resulting
+segment has one anchor, the bin of its time-entered lobe with the largest
+geometric mean of the two frames' magnitudes, integrated along time (trapezoid
+rule); the rest of the segment is filled by a cumulative trapezoid sum of
+``dphi/dm`` outward from the anchor. Bins below ``tol`` times the two-frame
+maximum get random phase. Measured over five test signals (vibrato tone, chord,
+chirp, noise bursts, plucked string, 4096/1024) it is within ~0.5 dB of a
+reference Python heap (mean SC lookahead 0: -14.8 dB vs -14.6 dB; lookahead 1:
+-18.5 dB vs -18.2 dB) at ~0.25 ms per frame.
+
+Allocation: all [voices, bins] arrays are preallocated; the per-lobe index arrays
+(a few hundred integers) are allocated per frame, their size varying with the
+content.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from daemon.dsp import OverlapAdd, hann, stft_magnitude  # noqa: F401  (re-exported helpers)
+
+__all__ = ["RTPGHI", "reconstruct", "stft_magnitude", "HANN_GAMMA"]
+
+HANN_GAMMA = 0.25645  # lambda = HANN_GAMMA * L**2 for the Hann window
+TWO_PI = 2.0 * math.pi
+
+
+class RTPGHI:
+    """Streaming phase plan for ``n_voices`` independent voices.
+
+    Parameters
+    ----------
+    n_fft, hop_length : int
+        Frame length ``L`` and hop ``a`` in samples.
+    n_voices : int
+        Rows of state (voices).
+    lookahead : {0, 1}
+        0: the frame passed to :meth:`execute` is output (no delay). 1: the
+        previous frame is output (one hop of delay, centred time derivative).
+    tol : float
+        Relative tolerance: bins below ``tol`` times the maximum of the output
+        frame and the frame before it get random phase.
+    seed : int
+        Seed of the random phases (deterministic output).
+
+    Notes
+    -----
+    ``execute`` works in buffers allocated here. It returns the phase of the
+    output frame; the matching magnitude is :attr:`out_mag` (equal to the input
+    frame for ``lookahead=0``, the previous input frame for ``lookahead=1``).
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, n_voices: int = 1, lookahead: int = 0,
+                 *, tol: float = 1e-6, floor: float = 1e-30, seed: int = 0):
+        if lookahead not in (0, 1):
+            raise ValueError(f"lookahead={lookahead!r}: must be 0 or 1")
+        if n_fft % 2:
+            raise ValueError(f"n_fft={n_fft}: must be even")
+        self.n_fft = L = int(n_fft)
+        self.hop = a = int(hop_length)
+        self.n_voices = V = int(n_voices)
+        self.lookahead = int(lookahead)
+        self.tol = float(tol)
+        self.log_floor = float(np.log(floor))
+        self.n_bins = B = L // 2 + 1
+        lam = HANN_GAMMA * L * L
+        self._c_t = a * L / lam  # ds/dm -> rad per hop
+        self._c_f = -lam / (a * L)  # ds/dn -> rad per bin
+        self._bin_adv = TWO_PI * a * np.arange(B) / L  # 2*pi*a*m/L
+        self._rng = np.random.default_rng(seed)
+
+        f8 = np.float64
+        self._s = np.full((3, V, B), self.log_floor, f8)  # log-mag history, ring
+        self._m = np.zeros((3, V, B), f8)  # magnitude history, same ring as _s
+        self._ring = 0  # index of the newest frame in _s
+        self._phase = np.zeros((V, B), f8)
+        self._tgrad_prev = np.zeros((V, B), f8)
+        self._rowmax_prev = np.zeros(V, f8)
+        # scratch
+        self._dsdm = np.zeros((V, B), f8)
+        self._tgrad = np.zeros((V, B), f8)
+        self._fgrad = np.zeros((V, B), f8)
+        self._F = np.zeros((V, B), f8)
+        self._curv = np.zeros((V, B), f8)
+        self._phi_t = np.zeros((V, B), f8)
+        self._rand = np.zeros((V, B), f8)
+        self._sig = np.zeros((V, B), bool)
+        self._start = np.zeros((V, B), bool)
+        self._tmpb = np.zeros((V, B), bool)
+        self._seg = np.zeros(V * B, np.int64)
+        self._rowmax = np.zeros(V, f8)
+        self._flat_idx = np.arange(V * B, dtype=np.int64)
+        self._minus1 = np.full(V * B, -1, np.int64)
+        self.out_mag = np.zeros((V, B), f8)
+        self.out_phase = np.zeros((V, B), f8)
+        for v in range(V):
+            self.reset(v)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, voice: int | None = None) -> None:
+        """Forget the history of one voice (or all): next frame starts fresh."""
+        sl = slice(None) if voice is None else voice
+        self._s[:, sl] = self.log_floor
+        self._m[:, sl] = 0.0
+        self._tgrad_prev[sl] = 0.0
+        self._rowmax_prev[sl] = 0.0
+        self._phase[sl] = self._rng.uniform(-math.pi, math.pi, self._phase[sl].shape)
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy the state of voice ``src`` into row ``dst`` (voice compaction)."""
+        self._s[:, dst] = self._s[:, src]
+        self._m[:, dst] = self._m[:, src]
+        self._phase[dst] = self._phase[src]
+        self._tgrad_prev[dst] = self._tgrad_prev[src]
+        self._rowmax_prev[dst] = self._rowmax_prev[src]
+        self.out_mag[dst] = self.out_mag[src]
+
+    # ------------------------------------------------------------------ per frame
+    def execute(self, magnitude: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Take one magnitude frame per voice, return the phase of the output frame.
+
+        Parameters
+        ----------
+        magnitude : ndarray [>= n, n_bins]
+            Linear magnitudes (>= 0) of the newest frame of voices ``0..n-1``.
+        n : int, optional
+            Number of voices to process (rows ``0..n-1``); default all.
+
+        Returns
+        -------
+        ndarray [n, n_bins] float64, a view of :attr:`out_phase` (wrapped to
+        (-pi, pi]). The matching magnitude is ``out_mag[:n]``.
+        """
+        n = self.n_voices if n is None else int(n)
+        B = self.n_bins
+        r0 = (self._ring + 1) % 3  # slot for the newest frame
+        r1 = self._ring  # previous
+        r2 = (self._ring + 2) % 3  # two back
+        s_new = self._s[r0, :n]
+        np.maximum(magnitude[:n], math.exp(self.log_floor), out=s_new)
+        np.log(s_new, out=s_new)
+        s1 = self._s[r1, :n]
+        s2 = self._s[r2, :n]
+
+        fgrad = self._fgrad[:n]
+        out_mag = self.out_mag[:n]
+        rowmax = self._rowmax[:n]
+        self._m[r0, :n] = magnitude[:n]
+        if self.lookahead == 0:
+            s_out = s_new
+            # (3 s_n - 4 s_{n-1} + s_{n-2}) / 2
+            # first-order backward difference: measured better than the
+            # second-order one (3 s_n - 4 s_n-1 + s_n-2)/2 on onsets and chirps
+            np.subtract(s_new, s1, out=fgrad)
+            out_mag[:] = magnitude[:n]
+            prev_mag = self._m[r1, :n]
+        else:
+            s_out = s1
+            np.subtract(s_new, s2, out=fgrad)
+            fgrad *= 0.5
+            out_mag[:] = self._m[r1, :n]
+            prev_mag = self._m[r2, :n]
+        self._ring = r0
+        np.multiply(fgrad, self._c_f, out=fgrad)
+
+        # ds/dm, centred inside, one-sided at the edges
+        dsdm = self._dsdm[:n]
+        np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
+        dsdm[:, 1:-1] *= 0.5
+        dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
+        dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
+        tgrad = self._tgrad[:n]
+        np.multiply(dsdm, self._c_t, out=tgrad)
+        # at local maxima of s, the gradient estimate of the frequency is biased
+        # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
+        # estimate; their mean is accurate to ~1e-3 bin
+        curv = self._curv[:n]
+        np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
+        curv[:, 1:-1] += s_out[:, :-2]
+        pk = self._tmpb[:n]
+        pk[:, 0] = False
+        pk[:, -1] = False
+        np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
+        # vertex offset p = -ds/dm / curvature  (bins); as phase rate: 2 pi a p / L
+        np.divide(dsdm, np.where(pk, curv, -1.0), out=curv)
+        np.clip(curv, -1.0, 1.0, out=curv)
+        curv *= -TWO_PI * self.hop / self.n_fft
+        np.copyto(tgrad, 0.5 * (tgrad + curv), where=pk)
+        tgrad += self._bin_adv
+
+        # significance against the two-frame maximum
+        np.max(out_mag, axis=1, out=rowmax)
+        thr = np.maximum(rowmax, self._rowmax_prev[:n])
+        self._rowmax_prev[:n] = rowmax
+        sig = self._sig[:n]
+        np.greater(out_mag, (self.tol * thr)[:, None], out=sig)
+        np.logical_and(sig, out_mag > 0.0, out=sig)
+
+        # time integration for every bin (used at the anchors)
+        phi_t = self._phi_t[:n]
+        phase = self._phase[:n]
+        np.add(self._tgrad_prev[:n], tgrad, out=phi_t)
+        phi_t *= 0.5
+        phi_t += phase
+
+        # lobe segmentation: a new segment starts at bin 0, at a valley, at or
+        # after an insignificant bin
+        start = self._start[:n]
+        tmp = self._tmpb[:n]
+        start[:, 0] = True
+        np.less(out_mag[:, 1:-1], out_mag[:, :-2], out=start[:, 1:-1])
+        np.less_equal(out_mag[:, 1:-1], out_mag[:, 2:], out=tmp[:, 1:-1])
+        np.logical_and(start[:, 1:-1], tmp[:, 1:-1], out=start[:, 1:-1])
+        start[:, -1] = out_mag[:, -1] < out_mag[:, -2]
+        np.logical_not(sig, out=tmp)
+        np.logical_or(start, tmp, out=start)
+        np.logical_or(start[:, 1:], tmp[:, :-1], out=start[:, 1:])
+
+        # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
+        F = self._F[:n]
+        F[:, 0] = 0.0
+        np.add(fgrad[:, 1:], fgrad[:, :-1], out=F[:, 1:])
+        F[:, 1:] *= 0.5
+        np.cumsum(F, axis=1, out=F)
+
+        nb = n * B
+        flat_mag = out_mag.reshape(-1)
+        flat_prev = prev_mag.reshape(-1)
+        lobe_start = start.reshape(-1)
+        lstarts = np.flatnonzero(lobe_start)
+        lid = self._seg[:nb]
+        np.cumsum(lobe_start, out=lid)
+        lid -= 1
+        # a lobe the previous frame barely touched (an onset) is not entered
+        # along time: as in the heap, it is reached along frequency from its
+        # left neighbour, through the valley between them
+        valid = np.maximum.reduceat(flat_prev, lstarts) > flat_mag[lstarts]
+        sigf = sig.reshape(-1)
+        run_start = ~sigf[lstarts] | ~sigf[lstarts - 1] | (lstarts % B == 0)
+        keep = valid | run_start
+        seg_lobe = np.flatnonzero(keep)  # first lobe of each segment
+        segstarts = lstarts[seg_lobe]
+        seg_of_lobe = np.cumsum(keep) - 1
+        seg = seg_of_lobe[lid]
+        # anchor candidates: the first (time-entered) lobe of a segment, or the
+        # whole segment when it holds no time-entered lobe
+        # where both frames agree the time derivative is most reliable: the
+        # anchor is the bin with the largest geometric mean of the two frames
+        key = np.sqrt(flat_mag * flat_prev)
+        seg_valid = valid[seg_lobe][seg]
+        np.copyto(key, flat_mag, where=~seg_valid)
+        key[(lid != seg_lobe[seg]) & seg_valid] = -1.0
+        segmax = np.maximum.reduceat(key, segstarts)
+        is_anchor = key == segmax[seg]
+        anchor_pos = np.maximum.reduceat(np.where(is_anchor, self._flat_idx[:nb], self._minus1[:nb]), segstarts)
+        flat_F = F.reshape(-1)
+        offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
+        out = self.out_phase[:n]
+        flat_out = out.reshape(-1)
+        np.add(flat_F, offset[seg], out=flat_out)
+
+        # negligible bins: random phase
+        rand = self._rand[:n]
+        self._rng.random(out=rand)
+        rand *= TWO_PI
+        np.copyto(out, rand, where=~sig)
+
+        # wrap to (-pi, pi] and keep as state
+        np.subtract(out, TWO_PI * np.round(out / TWO_PI), out=out)
+        phase[:] = out
+        self._tgrad_prev[:n] = tgrad
+        return out
+
+
+def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
+                window: str = "hann", seed: int = 0) -> np.ndarray:
+    """Waveform from an STFT magnitude with the same streaming code as the engine.
+
+    Parameters
+    ----------
+    magnitude : array_like [frames, n_fft//2 + 1]
+        Linear magnitudes. Frame ``n`` is taken to cover samples
+        ``[n*hop, n*hop + n_fft)`` with a periodic Hann window, the framing of
+        :func:`stft_magnitude` (no padding; ``torch.stft(center=False)``).
+    n_fft, hop_length : int
+    lookahead : {0, 1}
+    window : 'hann'
+        Only the periodic Hann window is supported.
+    seed : int
+        Seed of the random phases of negligible bins.
+
+    Returns
+    -------
+    ndarray [(frames - 1) * hop + n_fft] float64, aligned with the original
+    signal: the streaming delay (``lookahead`` hops plus the ``n_fft - hop``
+    samples of overlap-add latency) is removed, so ``stft_magnitude(y)`` is
+    directly comparable to ``magnitude``. In the live engine the same frame
+    leaves ``(lookahead + 1) * hop`` ... ``n_fft`` samples after it was decoded.
+    """
+    if window != "hann":
+        raise ValueError(f"window={window!r}: only 'hann' is supported")
+    mag = np.asarray(magnitude, dtype=np.float64)
+    n_bins = n_fft // 2 + 1
+    if mag.ndim != 2 or mag.shape[1] != n_bins:
+        raise ValueError(f"magnitude shape {mag.shape}: expected [frames, {n_bins}] for n_fft={n_fft}")
+    n_frames = mag.shape[0]
+    plan = RTPGHI(n_fft, hop_length, 1, lookahead, seed=seed)
+    ola = OverlapAdd(n_fft, hop_length, 1)
+    spec = np.zeros((1, n_bins), np.complex128)
+    total = (n_frames - 1) * hop_length + n_fft
+    # streaming emits hop samples per frame; the first output sample of frame k
+    # appears after pushing it, at stream position k*hop.
+    n_push = n_frames + lookahead + (n_fft // hop_length)
+    y = np.zeros(n_push * hop_length)
+    zero = np.zeros((1, n_bins))
+    pos = 0
+    for i in range(n_push):
+        if i < n_frames:
+            frame = mag[i:i + 1]
+        elif i == n_frames and lookahead:
+            frame = mag[-1:]  # flush lookahead: repeat the last frame
+        else:
+            frame = zero
+        phase = plan.execute(frame)
+        np.cos(phase, out=spec.real)
+        np.sin(phase, out=spec.imag)
+        spec *= plan.out_mag
+        y[pos:pos + hop_length] = ola.push(spec)
+        pos += hop_length
+    # OverlapAdd emits the first hop of a frame right after it is pushed, so
+    # frame k (output index k - lookahead) starts at (k)*hop in y.
+    start = lookahead * hop_length
+    return y[start:start + total]
