@@ -88,8 +88,9 @@ def find_output_device(spec: str | int | None) -> dict:
     devices = list_audio_devices()
     outputs = [d for d in devices if d["outputs"] > 0]
     if not outputs:
+        asked = f"--device {spec}: " if spec not in (None, "") else ""
         raise DeviceError(
-            "no audio output device found: start the JACK server (or plug in a sound card) "
+            f"{asked}no audio output device found: start the JACK server (or plug in a sound card) "
             "and run `canne devices` to check"
         )
     if spec is None or spec == "":

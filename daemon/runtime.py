@@ -160,7 +160,7 @@ class Instrument:
         self.reload_requested = True
 
     def _on_midi_reconnect(self, name: str) -> None:
-        rearm = getattr(self.mapper, "rearm_takeover", None) or getattr(self.mapper, "reset_takeover", None)
+        rearm = getattr(self.mapper, "rearm", None)
         if rearm is not None:
             try:
                 rearm()
@@ -240,9 +240,7 @@ class Instrument:
         a = self.audio.counters
         stats = getattr(self.engine, "stats", None)
         voices = _stat(stats, "active_voices", "voices")
-        z = getattr(self.engine, "latents", None)
-        if z is None:
-            z = _stat(stats, "latents", "latent")
+        z = getattr(self.mapper, "latents", None)
         zs = " ".join(f"{v:+.2f}" for v in z) if z is not None else "-"
         return (
             f"voices {voices if voices is not None else '-'} | cpu {100 * self.audio.cpu_load:4.1f}% | "
@@ -292,9 +290,50 @@ def _coalesce_predicate(mapper):
 
 
 def _make_reloader(path, model, mapper):
-    from daemon import reload as reload_mod
+    """The mapping helper's hot reloader (``daemon.reload``), or a minimal mtime watcher."""
+    try:
+        from daemon import reload as reload_mod
+    except ImportError:
+        reload_mod = None
+    if reload_mod is not None and hasattr(reload_mod, "MappingReloader"):
+        return reload_mod.MappingReloader(path, model, mapper)
+    return _MtimeReloader(path, mapper)
 
-    return reload_mod.MappingReloader(path, model, mapper)
+
+class _MtimeReloader:
+    """Fallback hot reload: re-read the file when its mtime/size change; keep the old on error."""
+
+    def __init__(self, path, mapper):
+        self.path = Path(path)
+        self.mapper = mapper
+        self._sig = self._signature()
+
+    def _signature(self):
+        try:
+            st = self.path.stat()
+            return (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
+
+    def poll(self) -> bool:
+        sig = self._signature()
+        if sig is None or sig == self._sig:
+            return False
+        self._sig = sig
+        return self.reload_now()
+
+    def reload_now(self) -> bool:
+        from daemon.mapping import load_mapping
+
+        self._sig = self._signature()
+        try:
+            mapping = load_mapping(self.path, self.mapper.model)
+        except CanneError as exc:
+            log.error("mapping edit refused, keeping the previous mapping: %s", exc)
+            return False
+        self.mapper.set_mapping(mapping)
+        log.info("mapping reloaded from %s", self.path)
+        return True
 
 
 def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:

@@ -1,0 +1,158 @@
+"""MIDI input adapter: parsing, flood handling, port selection, reconnection on JACK MIDI."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon.errors import DeviceError
+from daemon.midi_input import MidiInput, api_candidates, select_ports
+from jack_util import JackServer, MidiSender, jackd_path, wait_for
+
+
+def _fed(raw: list[list[int]], maxlen: int = 4096) -> MidiInput:
+    """A MidiInput whose queue is filled as the rtmidi callback would fill it."""
+    m = MidiInput(maxlen=maxlen)
+    for data in raw:
+        m.queue.append((data, 0))
+    return m
+
+
+def test_drain_parses_and_turns_note_on_velocity_0_into_note_off():
+    m = _fed([[0x90, 60, 100], [0x90, 60, 0], [0xB3, 21, 64], [0xE0, 0, 64]])
+    msgs = m.drain()
+    assert [x.type for x in msgs] == ["note_on", "note_off", "control_change", "pitchwheel"]
+    assert msgs[1].note == 60 and msgs[2].channel == 3 and msgs[2].value == 64
+    assert not m.queue
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param([0x90, 200, 100], id="data-byte-over-127"),
+        pytest.param([0x90, 60], id="truncated-note-on"),
+        pytest.param([0x45], id="no-status-byte"),
+        pytest.param([], id="empty"),
+    ],
+)
+def test_malformed_bytes_are_dropped_and_counted(raw):
+    m = _fed([raw, [0x90, 64, 90]])
+    msgs = m.drain()
+    assert [x.type for x in msgs] == ["note_on"]
+    assert m.counters.invalid == 1
+
+
+def test_cc_flood_is_coalesced_to_the_newest_value_per_absolute_cc():
+    raw = []
+    for i in range(1000):  # one second of two knobs at 1 kHz, interleaved with a relative encoder
+        raw.append([0xB0, 21, i % 128])
+        raw.append([0xB0, 22, (3 * i) % 128])
+        if i % 100 == 0:
+            raw.append([0xB0, 30, 1])
+    raw.append([0x90, 60, 100])
+    m = _fed(raw)
+    msgs = m.drain(coalesce=lambda ch, cc: cc != 30)
+    ccs = [(x.control, x.value) for x in msgs if x.type == "control_change"]
+    assert (21, 999 % 128) in ccs and (22, (3 * 999) % 128) in ccs
+    assert sum(1 for c, _ in ccs if c == 21) == 1 and sum(1 for c, _ in ccs if c == 22) == 1
+    assert sum(1 for c, _ in ccs if c == 30) == 10, "relative encoder ticks must all survive"
+    assert msgs[-1].type == "note_on"
+    assert m.counters.coalesced == 2 * 999
+
+
+def test_bounded_queue_drops_oldest_under_flood():
+    m = MidiInput(maxlen=64)
+    cb_holder = {}
+
+    class FakePort:  # only to capture the callback MidiInput arms; no MIDI system needed
+        def ignore_types(self, **kw):
+            pass
+
+        def set_callback(self, cb):
+            cb_holder["cb"] = cb
+
+    m._arm(FakePort(), tag=1)
+    for i in range(1000):
+        cb_holder["cb"](([0xB0, 21, i % 128], 0.0))
+    assert len(m.queue) == 64
+    assert m.counters.dropped == 1000 - 64 and m.counters.received == 1000
+    msgs = m.drain()
+    assert msgs[-1].value == 999 % 128  # the newest state survives
+
+
+@pytest.mark.parametrize(
+    "patterns, expected",
+    [
+        pytest.param([], ["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0", "system:midi_capture_1"], id="all-hardware"),
+        pytest.param(["NANO"], ["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0"], id="case-insensitive-substring"),
+        pytest.param(["capture", "nano"], ["nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0", "system:midi_capture_1"],
+                     id="several-patterns"),
+        pytest.param(["launch"], [], id="no-match"),
+    ],
+)
+def test_select_ports(patterns, expected):
+    ports = ["Midi Through:Midi Through Port-0 14:0", "nanoKONTROL2:nanoKONTROL2 MIDI 1 20:0",
+             "system:midi_capture_1", "CANNe:in", "RtMidi Output Client:out 130:0"]
+    assert select_ports(ports, patterns) == expected
+
+
+def test_unknown_api_is_refused_with_the_choices():
+    with pytest.raises(DeviceError, match="--midi-api 'beos'.*auto"):
+        api_candidates("beos")
+
+
+# -- on a JACK dummy server ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def jack_env(tmp_path_factory):
+    if jackd_path() is None:
+        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
+    server = JackServer("canne-test-midi", log_dir=tmp_path_factory.mktemp("jack"))
+    server.start()
+    mp = pytest.MonkeyPatch()
+    for k, v in server.env.items():
+        if k.startswith("JACK_"):
+            mp.setenv(k, v)
+    yield server
+    mp.undo()
+    server.stop()
+
+
+@pytest.mark.jack
+def test_jack_port_is_received_lost_and_reconnected(jack_env):
+    sender = MidiSender("canne-test-ctl")
+    m = MidiInput(api="jack", patterns=["canne-test-ctl"], virtual=True)
+    reconnected = []
+    m.on_reconnect = reconnected.append
+    try:
+        m.start()
+        assert m.api == "jack" and m.open_ports == ["canne-test-ctl:out"]
+        sender.note_on(60, 100)
+        sender.send(0xF8)  # clock: filtered before the callback
+        sender.cc(21, 5)
+        got = wait_for(lambda: len(m.queue) >= 2 and m.drain(), 5, 0.02, "two messages")
+        assert [x.type for x in got] == ["note_on", "control_change"]
+
+        sender.close()  # the controller is unplugged
+        wait_for(lambda: m.poll()[1] or not m.open_ports, 10, 0.2, "the port to vanish")
+        assert m.open_ports == [] and m.counters.disconnects == 1
+
+        sender = MidiSender("canne-test-ctl")  # ... and plugged back
+        wait_for(lambda: m.poll()[0] or m.open_ports, 10, 0.2, "the port to return")
+        assert m.open_ports == ["canne-test-ctl:out"] and reconnected == ["canne-test-ctl:out"]
+        sender.cc(22, 99)
+        got = wait_for(lambda: m.drain(), 5, 0.02, "a message after reconnection")
+        assert got[0].control == 22 and got[0].value == 99
+
+        # The virtual port 'CANNe' takes input too (another program connects to it).
+        import jack
+
+        c = jack.Client("wiring", no_start_server=True, servername=jack_env.name)
+        virtual = [p.name for p in c.get_ports("CANNe", is_midi=True, is_input=True)]
+        assert "CANNe:in" in virtual
+        c.connect("canne-test-ctl:out", "CANNe:in")
+        sender.note_on(64, 90)
+        got = wait_for(lambda: m.drain(), 5, 0.02, "a message on the virtual port")
+        assert any(x.type == "note_on" and x.note == 64 for x in got)
+        c.close()
+    finally:
+        m.close()
+        sender.close()
