@@ -32,7 +32,7 @@ import threading
 from pathlib import Path
 
 from daemon.errors import CanneError
-from daemon.mapping import Control, Mapping, Program, decode_relative, load_mapping
+from daemon.mapping import Control, Mapping, Program, decode_relative, load_mapping, load_mapping_text
 
 __all__ = ["Mapper", "TAKEOVER_TOLERANCE"]
 
@@ -106,8 +106,10 @@ class Mapper:
         Send the mapping's initial latent, params and note settings to the engine now.
     """
 
-    def __init__(self, mapping: Mapping, engine, *, model_loader=None, synchronous: bool = False,
+    def __init__(self, mapping: Mapping | None, engine, *, model_loader=None, synchronous: bool = False,
                  apply_initial: bool = True):
+        if mapping is None:  # no file: notes and pitch bend only, defaults from the engine's model
+            mapping = load_mapping_text("{}", getattr(engine, "model", None), source="<no mapping>")
         self._engine = engine
         self._model_loader = model_loader or _default_model_loader
         self._synchronous = synchronous
@@ -183,6 +185,27 @@ class Mapper:
                 rt.engaged = False
                 rt.prev = None
                 rt.msb = [-1] * 16
+
+    rearm_takeover = rearm
+
+    def is_absolute_cc(self, channel: int, control: int) -> bool:
+        """May values of this CC be coalesced (only the newest of a batch kept)?
+
+        True for 7-bit absolute knobs and CCs the mapping ignores; False for relative
+        encoders (every tick counts), 14-bit halves (MSB/LSB pairing) and the sustain
+        pedal (every press counts).
+        """
+        st = self._state
+        m = st.mapping
+        if control == m.sustain_cc and channel in m.sustain_channels:
+            return False
+        key = channel * 128 + control
+        if key in st.by_lsb:
+            return False
+        for rt in st.by_cc.get(key, ()):
+            if rt.control.resolution == 14 or rt.control.encoder != "absolute":
+                return False
+        return True
 
     def handle(self, msg) -> None:
         """Apply one mido message. Never raises; unknown or invalid messages are dropped."""
