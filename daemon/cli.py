@@ -150,7 +150,7 @@ def cmd_devices(args) -> int:  # noqa: ARG001
 
 
 def add_learn_parser(sub) -> None:
-    from daemon.runtime import DEFAULT_MAPPING
+    from daemon.runtime import DEFAULT_MAPPING, DEFAULT_MODEL
 
     p = sub.add_parser("learn", parents=[_log_parent()], help="bind the next CC moved to TARGET and write the mapping YAML")
     p.add_argument("target", metavar="TARGET", help="e.g. latent.3, gain_db, shift_bins, attack_ms")
@@ -160,6 +160,8 @@ def add_learn_parser(sub) -> None:
                    help="listen only to inputs whose name contains SUBSTR (default: all hardware inputs)")
     p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
     p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
+                   help="validate the result against this model (default: %(default)s, skipped if absent)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="give up when no CC arrives within this time (default: %(default)s)")
     p.set_defaults(func=cmd_learn)
@@ -175,6 +177,7 @@ def cmd_learn(args) -> int:
         patterns=args.midi_in,
         virtual=not args.no_virtual,
         timeout_s=args.timeout,
+        model_path=args.model,
     )
 
 

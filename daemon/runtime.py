@@ -182,28 +182,31 @@ class Instrument:
         """Control loop until a stop is requested or the audio watchdog fires."""
         period = self.opts.control_period_s
         midi, mapper, audio = self.midi, self.mapper, self.audio
-        coalesce = self._coalesce
-        next_second = time.monotonic() + 1.0
+        next_tick = time.monotonic() + 0.25
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
-        n_seconds = 0
+        ticks = 0
         while not self.stop_requested:
             time.sleep(period)
             if midi.queue:
-                for msg in midi.drain(coalesce=coalesce):
+                for msg in midi.drain(coalesce=self._coalesce):
                     try:
                         mapper.handle(msg)
-                    except Exception as exc:
+                    except Exception as exc:  # the Mapper never raises by contract; belt and braces
                         log.warning("MIDI %s ignored: %s", msg, exc)
             if self.reload_requested:
                 self.reload_requested = False
                 self._reload(forced=True)
             now = time.monotonic()
-            if now < next_second:
+            if now < next_tick:
                 continue
-            next_second = now + 1.0
-            n_seconds += 1
-            midi.poll()
+            # Every 0.25 s: the mapping file (hot reload within a second).
+            next_tick = now + 0.25
+            ticks += 1
             self._reload(forced=False)
+            if ticks % 4:
+                continue
+            # Every second: ports, heartbeat, watchdog, status, garbage.
+            midi.poll()
             self._heartbeat(b"H")
             cb = audio.counters.callbacks
             if cb != last_callbacks:
@@ -218,7 +221,7 @@ class Instrument:
             if self.opts.status:
                 self._print_status()
             gc.collect(1)
-            if n_seconds % 30 == 0:
+            if ticks % 120 == 0:
                 gc.collect()
         return EXIT_OK
 
@@ -227,14 +230,13 @@ class Instrument:
             if forced:
                 log.info("SIGHUP: no mapping file to reload")
             return
-        try:
+        try:  # the reloader logs what it did, and refuses invalid edits itself
             if forced:
                 self.reloader.reload_now()
             else:
                 self.reloader.poll()
-        except Exception as exc:  # the reloader logs invalid edits itself; never die here
+        except Exception as exc:  # never let a reload bug stop the instrument
             log.warning("mapping reload failed, keeping the old mapping: %s", exc)
-        self._coalesce = _coalesce_predicate(self.mapper)
 
     def status_line(self) -> str:
         a = self.audio.counters
@@ -290,50 +292,10 @@ def _coalesce_predicate(mapper):
 
 
 def _make_reloader(path, model, mapper):
-    """The mapping helper's hot reloader (``daemon.reload``), or a minimal mtime watcher."""
-    try:
-        from daemon import reload as reload_mod
-    except ImportError:
-        reload_mod = None
-    if reload_mod is not None and hasattr(reload_mod, "MappingReloader"):
-        return reload_mod.MappingReloader(path, model, mapper)
-    return _MtimeReloader(path, mapper)
+    """The mapping helper's hot reloader (polled from the control loop, no thread of its own)."""
+    from daemon.reload import MappingReloader
 
-
-class _MtimeReloader:
-    """Fallback hot reload: re-read the file when its mtime/size change; keep the old on error."""
-
-    def __init__(self, path, mapper):
-        self.path = Path(path)
-        self.mapper = mapper
-        self._sig = self._signature()
-
-    def _signature(self):
-        try:
-            st = self.path.stat()
-            return (st.st_mtime_ns, st.st_size)
-        except OSError:
-            return None
-
-    def poll(self) -> bool:
-        sig = self._signature()
-        if sig is None or sig == self._sig:
-            return False
-        self._sig = sig
-        return self.reload_now()
-
-    def reload_now(self) -> bool:
-        from daemon.mapping import load_mapping
-
-        self._sig = self._signature()
-        try:
-            mapping = load_mapping(self.path, self.mapper.model)
-        except CanneError as exc:
-            log.error("mapping edit refused, keeping the previous mapping: %s", exc)
-            return False
-        self.mapper.set_mapping(mapping)
-        log.info("mapping reloaded from %s", self.path)
-        return True
+    return MappingReloader(path, model, mapper)
 
 
 def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
@@ -368,3 +330,53 @@ def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
         inst.shutdown()
     log.info("stopped")
     return code
+
+
+def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", patterns=(),
+                    virtual: bool = True, timeout_s: float = 60.0, model_path: str | None = None) -> int:
+    """``canne learn``: open the MIDI inputs, wait for the next CC, write the binding.
+
+    The binding logic and the YAML edit are ``daemon.learn``'s; this only wires
+    the ports to it. Returns the exit code.
+    """
+    import collections
+
+    from daemon.learn import learn_binding, parse_target
+    from daemon.midi_input import MidiInput
+
+    model = None
+    if model_path and Path(model_path).exists():
+        from daemon.model import DecoderModel
+
+        model = DecoderModel(model_path)
+    parse_target(target, getattr(model, "latent_dim", None))  # refuse a bad target before waiting
+    midi = MidiInput(api=midi_api, patterns=patterns, virtual=virtual)
+    midi.start()
+    pending: collections.deque = collections.deque()
+    next_poll = [time.monotonic() + 1.0]
+
+    def receive(timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            if not pending:
+                pending.extend(midi.drain())
+            if pending:
+                return pending.popleft()
+            now = time.monotonic()
+            if now >= next_poll[0]:
+                midi.poll()
+                next_poll[0] = now + 1.0
+            if now >= deadline:
+                return None
+            time.sleep(0.002)
+
+    ports = ", ".join(midi.open_ports) or "none yet"
+    print(f"move the control to bind to {target!r} (listening on: {ports}"
+          f"{'; virtual port ' + midi.virtual_name if midi._virtual is not None else ''}) ...",
+          file=sys.stderr, flush=True)
+    try:
+        binding = learn_binding(mapping_path, target, receive, timeout=timeout_s, model=model)
+    finally:
+        midi.close()
+    print(f"{binding.describe()} -> written to {mapping_path}", file=sys.stderr)
+    return EXIT_OK
