@@ -184,6 +184,15 @@ def _iter_source(source, timeout_s: float, settle_s: float, clock):
     """Yield messages until ``settle_s`` after the first CC, or ``timeout_s`` without one."""
     deadline = clock() + timeout_s
     settle_end = None
+    if hasattr(source, "poll") and hasattr(source, "receive"):  # a mido input port: never block on it
+        port = source
+
+        def source(timeout):
+            msg = port.poll()
+            if msg is None:
+                time.sleep(min(timeout, 0.005))
+            return msg
+
     if callable(source) and not hasattr(source, "__iter__"):
         while True:
             now = clock()
@@ -215,7 +224,8 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
         ``'neuron 3'`` (also ``latent.3``), ``'gain'``, ``'shift'``,
         ``'shift_semitones'``, ``'attack'``, ``'decay'``, ``'sustain_level'``,
         ``'release'``, ``'smoothing'`` (engine names like ``gain_db`` work too).
-    message_source : callable(timeout_s) -> mido.Message | None, or iterable
+    message_source : callable(timeout_s) -> mido.Message | None, a mido input port
+        (polled, never blocked on), or a finite iterable of messages
     timeout : float
         Seconds to wait for the first CC.
     model : DecoderModel, optional

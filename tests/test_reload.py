@@ -1,0 +1,134 @@
+"""daemon.reload: editing the mapping file applies it within a second; bad edits are refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mido
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harmonic_model import build_harmonic_decoder  # noqa: E402
+from test_mapper import RecordingEngine  # noqa: E402
+
+from daemon.mapper import Mapper  # noqa: E402
+from daemon.mapping import load_mapping  # noqa: E402
+from daemon.model import DecoderModel  # noqa: E402
+from daemon.reload import MappingReloader  # noqa: E402
+
+GOOD_A = "takeover: jump\ncontrols:\n  - {cc: 1, neuron: 0}\n"
+GOOD_B = "# edited live\ntakeover: jump\ncontrols:\n  - {cc: 2, neuron: 3, range: [0, 1]}\n"
+BAD = "takeover: jump\ncontrols:\n  - {cc: 2, neuron: 99}\n"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
+
+
+@pytest.fixture()
+def setup(model, tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(GOOD_A)
+    engine = RecordingEngine(model)
+    mapper = Mapper(load_mapping(path, model), engine)
+    return path, engine, mapper
+
+
+def edit(path: Path, text: str) -> None:
+    """Write like an editor does, and make sure the mtime moves even on coarse clocks."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_first_poll_after_an_edit_applies_it(setup, model):
+    """The within-one-second guarantee, without timing: the first poll after an edit
+    swaps the mapping, and the watcher thread polls every 0.25 s by default."""
+    path, engine, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    assert reloader.interval <= 0.25
+    edit(path, GOOD_B)
+    assert reloader.poll() is True
+    engine.clear()
+    mapper.handle(mido.Message("control_change", control=2, value=127))
+    mapper.handle(mido.Message("control_change", control=1, value=127))  # the old control is gone
+    assert engine.of("set_latent") == [(3, 1.0)]
+
+
+def test_watcher_thread_applies_an_edit(setup, model):
+    path, _, mapper = setup
+    applied = threading.Event()
+    with MappingReloader(path, model, mapper, on_reload=lambda m: applied.set()):
+        edit(path, GOOD_B)
+        # liveness, not speed (the machine is shared): the poll period is 0.25 s
+        assert applied.wait(10.0), "the watcher thread never applied the edit"
+    assert mapper.mapping.controls[0].cc == 2
+
+
+def test_invalid_edit_keeps_the_old_mapping_and_logs_why(setup, model, caplog):
+    path, engine, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    edit(path, BAD)
+    with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+        assert reloader.poll() is False
+    assert mapper.mapping.controls[0].cc == 1 and reloader.failures == 1
+    (record,) = [r for r in caplog.records if r.name == "daemon.reload"]
+    line = record.getMessage()
+    assert "keeping the previous mapping" in line and f"{path}:3: controls[0].neuron" in line
+    assert "\n" not in line
+    # fixing the file applies it
+    edit(path, GOOD_B)
+    assert reloader.poll() is True and mapper.mapping.controls[0].cc == 2
+
+
+def test_unchanged_file_is_not_reloaded(setup, model):
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    assert reloader.poll() is False
+    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # touched, same text
+    before = mapper.mapping
+    assert reloader.poll() is False and mapper.mapping is before and reloader.reloads == 0
+
+
+def test_reload_now_forces_a_reload(setup, model):
+    """SIGHUP path: reload even when the file looks unchanged."""
+    path, engine, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    before = mapper.mapping
+    assert reloader.reload_now() is True
+    assert mapper.mapping is not before and mapper.mapping == before and reloader.reloads == 1
+
+
+def test_deleted_file_keeps_mapping(setup, model, caplog):
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+        assert reloader.poll() is False
+    assert mapper.mapping.controls[0].cc == 1 and "gone" in caplog.text
+
+
+def test_invalid_edit_with_thread_never_swaps(setup, model):
+    path, _, mapper = setup
+    before = mapper.mapping
+    with MappingReloader(path, model, mapper, interval=0.05) as reloader:
+        edit(path, BAD)
+        assert wait_for(lambda: reloader.failures >= 1, 2.0)
+    assert mapper.mapping is before
