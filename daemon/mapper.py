@@ -115,7 +115,10 @@ class Mapper:
         self._synchronous = synchronous
         self._lock = threading.RLock()
         self._latents = [float(v) for v in mapping.initial_latent]
-        self._params: dict = {}
+        # Current engine parameter values, when the engine says (an optional read-only
+        # ``params`` dict); otherwise a parameter's value is known once we set it.
+        known = getattr(engine, "params", None)
+        self._params: dict = {k: float(v) for k, v in known.items()} if isinstance(known, dict) else {}
         self._programs: tuple = mapping.programs
         self._models: dict = {}
         self._remember_model(mapping.model)

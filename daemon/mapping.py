@@ -72,10 +72,10 @@ class _ParamSpec:
 PARAMS: dict[str, _ParamSpec] = {
     "gain": _ParamSpec("gain_db", "dB", (-120.0, 24.0), (-60.0, 0.0), "linear"),
     "shift": _ParamSpec("shift_bins", "bins", (-4096.0, 4096.0), (-24.0, 24.0), "linear"),
-    "attack": _ParamSpec("attack_ms", "ms", (0.0, 60000.0), (1.0, 2000.0), "exp"),
-    "decay": _ParamSpec("decay_ms", "ms", (0.0, 60000.0), (5.0, 5000.0), "exp"),
+    "attack": _ParamSpec("attack_ms", "ms", (0.0, 20000.0), (1.0, 2000.0), "exp"),
+    "decay": _ParamSpec("decay_ms", "ms", (0.0, 20000.0), (5.0, 5000.0), "exp"),
     "sustain_level": _ParamSpec("sustain_level", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
-    "release": _ParamSpec("release_ms", "ms", (0.0, 60000.0), (5.0, 5000.0), "exp"),
+    "release": _ParamSpec("release_ms", "ms", (0.0, 20000.0), (5.0, 5000.0), "exp"),
     "smoothing": _ParamSpec("smoothing_ms", "ms", (0.0, 10000.0), (0.0, 500.0), "exp"),
 }
 _SEMITONE_LIMITS = (-48.0, 48.0)
