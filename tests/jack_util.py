@@ -58,6 +58,8 @@ class JackServer:
         return env
 
     def start(self, timeout: float = 15.0) -> None:
+        if self._probe():
+            raise RuntimeError(f"a JACK server named {self.name!r} is already running; stop it first")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [jackd_path() or "jackd", "-n", self.name, "--no-realtime", "-d", "dummy",
@@ -72,6 +74,9 @@ class JackServer:
             return self._probe()
 
         wait_for(ready, timeout, 0.1, f"jackd server {self.name!r}")
+        time.sleep(0.2)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"jackd exited with {self.proc.returncode}; see {self.log_path}")
 
     def _probe(self) -> bool:
         # A short-lived client in a subprocess, so that a failed connect leaves no state here.
