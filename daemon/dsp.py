@@ -114,6 +114,28 @@ class OverlapAdd:
         return self.out
 
 
+    def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None) -> np.ndarray | None:
+        """Like :meth:`push` for a contiguous range of rows, without summing.
+
+        Writes the next ``hop`` samples of each row into ``out[rows]`` (shape
+        [rows, hop]) if given; ``out=None`` discards them (priming).
+        """
+        hop = self.hop
+        acc = self._acc[rows]
+        if acc.shape[0] == 0:
+            return out
+        spec = self._spec[rows]
+        np.multiply(spectra[rows], self.sign, out=spec)
+        frames = np.fft.irfft(spec, n=self.n_fft, axis=1)
+        np.multiply(frames, self.window, out=frames)
+        np.add(acc, frames, out=acc)
+        if out is not None:
+            out[rows] = acc[:, :hop]
+        acc[:, :-hop] = acc[:, hop:]
+        acc[:, -hop:] = 0.0
+        return out
+
+
 def one_pole_coefficient(time_ms: float, rate_hz: float) -> float:
     """Feedback coefficient of a one-pole smoother with time constant ``time_ms``.
 

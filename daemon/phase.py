@@ -148,7 +148,23 @@ class RTPGHI:
         self.out_mag[dst] = self.out_mag[src]
 
     # ------------------------------------------------------------------ per frame
-    def execute(self, magnitude: np.ndarray, n: int | None = None) -> np.ndarray:
+    def prime(self, row: int, magnitude: np.ndarray, count: int) -> None:
+        """Make voice ``row`` look as if ``magnitude`` had been held for a while.
+
+        Fills its history with ``magnitude`` (so the next frame sees steady
+        derivatives); the caller runs :meth:`execute` on ``rows=slice(row, row+1)``
+        with ``advance=False`` ``count`` times to produce the earlier frames.
+        """
+        mag = np.asarray(magnitude, dtype=np.float64)
+        self._m[:, row] = mag
+        np.maximum(mag, math.exp(self.log_floor), out=self._s[0, row])
+        np.log(self._s[0, row], out=self._s[0, row])
+        self._s[1, row] = self._s[0, row]
+        self._s[2, row] = self._s[0, row]
+        self._rowmax_prev[row] = float(mag.max()) if mag.size else 0.0
+
+    def execute(self, magnitude: np.ndarray, n: int | None = None, *, rows: slice | None = None,
+                advance: bool = True) -> np.ndarray:
         """Take one magnitude frame per voice, return the phase of the output frame.
 
         Parameters
@@ -157,59 +173,71 @@ class RTPGHI:
             Linear magnitudes (>= 0) of the newest frame of voices ``0..n-1``.
         n : int, optional
             Number of voices to process (rows ``0..n-1``); default all.
+        rows : slice, optional
+            Process this contiguous range of rows instead (e.g. one voice being
+            primed at note-on); ``magnitude`` is indexed with it too.
+        advance : bool
+            False leaves the shared history ring where it is (used while priming
+            one voice whose history holds one repeated frame).
 
         Returns
         -------
         ndarray [n, n_bins] float64, a view of :attr:`out_phase` (wrapped to
-        (-pi, pi]). The matching magnitude is ``out_mag[:n]``.
+        (-pi, pi]). The matching magnitude is ``out_mag[sl]``.
         """
-        n = self.n_voices if n is None else int(n)
+        if rows is None:
+            rows = slice(0, self.n_voices if n is None else int(n))
+        n = len(range(*rows.indices(self.n_voices)))
+        sl = rows
         B = self.n_bins
-        r0 = (self._ring + 1) % 3  # slot for the newest frame
-        r1 = self._ring  # previous
-        r2 = (self._ring + 2) % 3  # two back
-        s_new = self._s[r0, :n]
-        np.maximum(magnitude[:n], math.exp(self.log_floor), out=s_new)
+        if advance:
+            r0 = (self._ring + 1) % 3  # slot for the newest frame
+            r1 = self._ring  # previous
+            r2 = (self._ring + 2) % 3  # two back
+        else:  # priming: all three slots of these rows hold the same frame
+            r0 = r1 = r2 = self._ring
+        s_new = self._s[r0, sl]
+        np.maximum(magnitude[sl], math.exp(self.log_floor), out=s_new)
         np.log(s_new, out=s_new)
-        s1 = self._s[r1, :n]
-        s2 = self._s[r2, :n]
+        s1 = self._s[r1, sl]
+        s2 = self._s[r2, sl]
 
-        fgrad = self._fgrad[:n]
-        out_mag = self.out_mag[:n]
-        rowmax = self._rowmax[:n]
-        self._m[r0, :n] = magnitude[:n]
+        fgrad = self._fgrad[sl]
+        out_mag = self.out_mag[sl]
+        rowmax = self._rowmax[sl]
+        self._m[r0, sl] = magnitude[sl]
         if self.lookahead == 0:
             s_out = s_new
-            # (3 s_n - 4 s_{n-1} + s_{n-2}) / 2
             # first-order backward difference: measured better than the
             # second-order one (3 s_n - 4 s_n-1 + s_n-2)/2 on onsets and chirps
             np.subtract(s_new, s1, out=fgrad)
-            out_mag[:] = magnitude[:n]
-            prev_mag = self._m[r1, :n]
+            out_mag[:] = magnitude[sl]
+            prev_mag = self._m[r1, sl]
         else:
             s_out = s1
             np.subtract(s_new, s2, out=fgrad)
             fgrad *= 0.5
-            out_mag[:] = self._m[r1, :n]
-            prev_mag = self._m[r2, :n]
-        self._ring = r0
+            out_mag[:] = self._m[r1, sl]
+            prev_mag = self._m[r2, sl]
+        if advance:
+            self._ring = r0
         np.multiply(fgrad, self._c_f, out=fgrad)
 
         # ds/dm, centred inside, one-sided at the edges
-        dsdm = self._dsdm[:n]
+        dsdm = self._dsdm[sl]
         np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
         dsdm[:, 1:-1] *= 0.5
         dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
         dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
-        tgrad = self._tgrad[:n]
+        tgrad = self._tgrad[sl]
         np.multiply(dsdm, self._c_t, out=tgrad)
         # at local maxima of s, the gradient estimate of the frequency is biased
         # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
         # estimate; their mean is accurate to ~1e-3 bin
-        curv = self._curv[:n]
+        curv = self._curv[sl]
         np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
         curv[:, 1:-1] += s_out[:, :-2]
-        pk = self._tmpb[:n]
+        pk = self._tmpb[sl]
         pk[:, 0] = False
         pk[:, -1] = False
         np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
@@ -222,23 +250,23 @@ class RTPGHI:
 
         # significance against the two-frame maximum
         np.max(out_mag, axis=1, out=rowmax)
-        thr = np.maximum(rowmax, self._rowmax_prev[:n])
-        self._rowmax_prev[:n] = rowmax
-        sig = self._sig[:n]
+        thr = np.maximum(rowmax, self._rowmax_prev[sl])
+        self._rowmax_prev[sl] = rowmax
+        sig = self._sig[sl]
         np.greater(out_mag, (self.tol * thr)[:, None], out=sig)
         np.logical_and(sig, out_mag > 0.0, out=sig)
 
         # time integration for every bin (used at the anchors)
-        phi_t = self._phi_t[:n]
-        phase = self._phase[:n]
-        np.add(self._tgrad_prev[:n], tgrad, out=phi_t)
+        phi_t = self._phi_t[sl]
+        phase = self._phase[sl]
+        np.add(self._tgrad_prev[sl], tgrad, out=phi_t)
         phi_t *= 0.5
         phi_t += phase
 
         # lobe segmentation: a new segment starts at bin 0, at a valley, at or
         # after an insignificant bin
-        start = self._start[:n]
-        tmp = self._tmpb[:n]
+        start = self._start[sl]
+        tmp = self._tmpb[sl]
         start[:, 0] = True
         np.less(out_mag[:, 1:-1], out_mag[:, :-2], out=start[:, 1:-1])
         np.less_equal(out_mag[:, 1:-1], out_mag[:, 2:], out=tmp[:, 1:-1])
@@ -249,7 +277,7 @@ class RTPGHI:
         np.logical_or(start[:, 1:], tmp[:, :-1], out=start[:, 1:])
 
         # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
-        F = self._F[:n]
+        F = self._F[sl]
         F[:, 0] = 0.0
         np.add(fgrad[:, 1:], fgrad[:, :-1], out=F[:, 1:])
         F[:, 1:] *= 0.5
@@ -287,12 +315,12 @@ class RTPGHI:
         anchor_pos = np.maximum.reduceat(np.where(is_anchor, self._flat_idx[:nb], self._minus1[:nb]), segstarts)
         flat_F = F.reshape(-1)
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
-        out = self.out_phase[:n]
+        out = self.out_phase[sl]
         flat_out = out.reshape(-1)
         np.add(flat_F, offset[seg], out=flat_out)
 
         # negligible bins: random phase
-        rand = self._rand[:n]
+        rand = self._rand[sl]
         self._rng.random(out=rand)
         rand *= TWO_PI
         np.copyto(out, rand, where=~sig)
@@ -300,7 +328,7 @@ class RTPGHI:
         # wrap to (-pi, pi] and keep as state
         np.subtract(out, TWO_PI * np.round(out / TWO_PI), out=out)
         phase[:] = out
-        self._tgrad_prev[:n] = tgrad
+        self._tgrad_prev[sl] = tgrad
         return out
 
 

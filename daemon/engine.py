@@ -1,0 +1,542 @@
+"""The streaming synthesis engine: latent -> decoder -> pitch -> phase -> audio.
+
+Per hop (``hop_length`` samples at the output rate):
+
+1. control events queued since the last hop are applied (note on/off, knobs...);
+2. the latent is smoothed (one-pole, ``smoothing_ms``) and decoded with **one**
+   batched decoder call (all voices share the global latent, so one decode per
+   hop; nothing is decoded while the smoothed latent does not move);
+3. the frame is loudness-normalised (the decoder's frames are per-frame
+   normalised, so the engine sets a fixed RMS per voice, ``-20 dBFS`` at full
+   velocity and ``gain_db = 0``) and moved to each voice's note
+   (:mod:`daemon.pitch`);
+4. phase per voice by streaming RTPGHI (:mod:`daemon.phase`), inverse FFT,
+   synthesis window, overlap-add per voice;
+5. each voice times its velocity x envelope gain, interpolated per sample from
+   hop to hop (no zipper noise), summed; master gain (``gain_db``, ramped);
+6. DC blocker, soft limiter, clamp to +/-1; NaN/Inf -> silence and a mute latch
+   that fades back in.
+
+``render(n)`` returns any number of samples: hops are rendered into a one-hop
+buffer and handed out from there, so output does not depend on the block sizes
+the caller asks for.
+
+Output rate: the model's ``n_fft`` and ``hop_length`` are used *at the output
+rate*; the rate ratio is folded into the pitch stage's frequency mapping (see
+:mod:`daemon.pitch`), so a 44.1 kHz model plays in tune on a 48 kHz device.
+Hops are then ``hop_length / sample_rate`` s long.
+
+Latency: ``hop_length * (1 + lookahead)`` samples from a control event to the
+first sample it affects, at most, plus the caller's buffering.
+
+Threading: control methods (``note_on`` ... ``set_model``) may be called from
+any one control thread; they append to a queue (``collections.deque``: atomic
+append/popleft) and return at once. ``render`` runs on the audio side and is the
+only place that touches DSP state.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+
+import numpy as np
+
+from daemon.dsp import DCBlocker, OverlapAdd, SafetyLimiter, one_pole_coefficient
+from daemon.phase import RTPGHI
+from daemon.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
+from daemon.voices import VoiceBank
+
+__all__ = ["Engine", "EngineStats", "PARAMS"]
+
+PARAMS = {
+    # name: (default, low, high)
+    "gain_db": (0.0, -120.0, 24.0),
+    "shift_bins": (0.0, -4096.0, 4096.0),
+    "attack_ms": (5.0, 0.0, 20000.0),
+    "decay_ms": (200.0, 0.0, 20000.0),
+    "sustain_level": (0.8, 0.0, 1.0),
+    "release_ms": (300.0, 0.0, 20000.0),
+    "smoothing_ms": (20.0, 0.0, 10000.0),
+    "velocity_curve": (1.0, 0.05, 10.0),
+    "shift_wrap": (0.0, 0.0, 1.0),
+}
+VOICE_RMS = 0.1  # -20 dBFS per voice at full velocity, gain_db 0
+_SPARE_ROWS = 8  # rows for voices fading out after a steal
+
+
+class EngineStats:
+    """Plain counters for a status line (read from any thread; approximate)."""
+
+    __slots__ = ("active_voices", "hops_rendered", "last_hop_ms", "max_hop_ms", "decodes",
+                 "stolen_voices", "nonfinite_blocks", "model_switches")
+
+    def __init__(self):
+        self.active_voices = 0
+        self.hops_rendered = 0
+        self.last_hop_ms = 0.0
+        self.max_hop_ms = 0.0
+        self.decodes = 0
+        self.stolen_voices = 0
+        self.nonfinite_blocks = 0
+        self.model_switches = 0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"EngineStats({self.as_dict()})"
+
+
+class _Core:
+    """Everything that depends on one decoder: voices, pitch, phase, overlap-add."""
+
+    def __init__(self, model, sample_rate: int, rows: int, polyphony: int, lookahead: int, seed: int):
+        self.model = model
+        self.n_fft = model.n_fft
+        self.hop = model.hop_length
+        self.n_bins = B = model.n_bins
+        self.sr = float(sample_rate)
+        self.rows = rows
+        self.bin_ratio = model.sample_rate / self.sr
+        self.bin_hz_model = model.sample_rate / model.n_fft
+        self.hop_ms = 1000.0 * self.hop / self.sr
+        self.phase = RTPGHI(self.n_fft, self.hop, rows, lookahead, seed=seed)
+        self.ola = OverlapAdd(self.n_fft, self.hop, rows)
+        self.pitch = PitchStage(B, rows, bin_ratio=self.bin_ratio, n_fft=self.n_fft, sr_out=self.sr)
+        self.voices = VoiceBank(rows, polyphony, self._move)
+        self.n_prime = max(0, self.n_fft // self.hop - 1)
+        # latent
+        self.z = model.latent_default.astype(np.float64).copy()
+        self.z_target = self.z.copy()
+        self._z_in = np.zeros((1, model.latent_dim), np.float32)
+        self._z_decoded = np.full(model.latent_dim, np.nan)
+        self.frame = np.zeros((1, B), np.float32)
+        self.mag = np.zeros(B)
+        self.peaks = np.zeros(B)
+        self.f0 = 0.0
+        self.scale = 0.0
+        # per voice
+        self.ratio = np.ones(rows)
+        self.offset = np.zeros(rows)
+        self.spec = np.zeros((rows, B), np.complex128)
+        self.rows_out = np.zeros((rows, self.hop))
+        self.gains = np.zeros((rows, self.hop))
+        self.ramp = (np.arange(1, self.hop + 1) / self.hop)[None, :]
+        self.out = np.zeros(self.hop)
+        # FIFO of rendered samples (for mixing cores with different hops)
+        self._fifo = np.zeros(self.hop)
+        self._fifo_pos = self.hop
+
+    def _move(self, src: int, dst: int) -> None:
+        self.phase.move(src, dst)
+        self.ola.move(src, dst)
+
+    # ------------------------------------------------------------------ per hop
+    def decode(self, smooth_c: float, stats: EngineStats) -> None:
+        z = self.z
+        z += (1.0 - smooth_c) * (self.z_target - z)
+        if np.array_equal(z, self._z_decoded):
+            return
+        self._z_decoded[:] = z
+        np.clip(z, -1e6, 1e6, out=self._z_in[0])
+        self.model.decode(self._z_in, out=self.frame)
+        stats.decodes += 1
+        mag = self.mag
+        mag[:] = self.frame[0]
+        np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(mag, 0.0, 1e6, out=mag)
+        self.peaks[:] = self.pitch.analyse(mag)
+        self.f0 = estimate_f0(mag, self.bin_hz_model)
+        # loudness: RMS of the OLA output of this frame (Parseval, Hann window)
+        L = self.n_fft
+        energy = 2.0 * float(np.dot(mag, mag)) - mag[0] ** 2 - mag[-1] ** 2
+        rms = math.sqrt(max(energy, 0.0) / (L * 0.375 * L))
+        rms_min = (4e-3 / L) / math.sqrt(2.0)  # a sinusoid of peak magnitude 1e-3
+        self.scale = VOICE_RMS / max(rms, rms_min) if rms > 0.0 else 0.0
+
+    def set_pitch(self, n: int, mode: str, ref_note: int, bend: float, shift_bins: float) -> None:
+        ratio = self.ratio
+        offset = self.offset
+        ref_hz = midi_to_hz(ref_note)
+        for i in range(n):
+            note = self.voices.voices[i].note + bend
+            if mode == "transpose":
+                ratio[i] = 2.0 ** ((note - ref_note) / 12.0) * self.bin_ratio
+                offset[i] = shift_bins
+            elif mode == "tuned":
+                f0 = self.f0 if self.f0 > 0.0 else ref_hz
+                ratio[i] = midi_to_hz(note) / f0 * self.bin_ratio
+                offset[i] = shift_bins
+            elif mode == "shift":
+                ratio[i] = self.bin_ratio
+                offset[i] = (midi_to_hz(note) - ref_hz) * self.n_fft / self.sr + shift_bins
+            else:  # off
+                ratio[i] = self.bin_ratio
+                offset[i] = shift_bins
+
+    def render_hop(self, eng: "Engine") -> np.ndarray:
+        """Render the next hop of this core into ``self.out`` (float64)."""
+        stats = eng.stats
+        self.decode(eng._smooth_c, stats)
+        vb = self.voices
+        n = vb.step(self.hop_ms)
+        out = self.out
+        if n == 0:
+            out[:] = 0.0
+            return out
+        self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend, eng._params["shift_bins"])
+        pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
+                                     wrap=eng._params["shift_wrap"] >= 0.5)
+        spec = self.spec
+        # new voices: start as if the frame had been held (full level at once;
+        # the envelope attack is the declick)
+        for i in range(n):
+            v = vb.voices[i]
+            if not v.primed:
+                v.primed = True
+                self.phase.reset(i)
+                self.ola.reset(i)
+                if self.n_prime:
+                    sl = slice(i, i + 1)
+                    self.phase.prime(i, pitched[i], self.n_prime)
+                    for _ in range(self.n_prime):
+                        ph = self.phase.execute(pitched, rows=sl, advance=False)
+                        np.cos(ph, out=spec[sl].real)
+                        np.sin(ph, out=spec[sl].imag)
+                        spec[sl] *= self.phase.out_mag[sl] * self.scale
+                        self.ola.push_rows(spec, sl, None)
+        ph = self.phase.execute(pitched, n)
+        s = spec[:n]
+        np.cos(ph, out=s.real)
+        np.sin(ph, out=s.imag)
+        s *= self.phase.out_mag[:n]
+        s *= self.scale
+        rows = slice(0, n)
+        self.ola.push_rows(spec, rows, self.rows_out)
+        g = self.gains[:n]
+        np.subtract(vb.g1[:n, None], vb.g0[:n, None], out=g)
+        g *= self.ramp
+        g += vb.g0[:n, None]
+        g *= self.rows_out[:n]
+        np.sum(g, axis=0, out=out)
+        return out
+
+    def pull(self, eng: "Engine", dst: np.ndarray) -> None:
+        """Add ``len(dst)`` samples of this core's output to ``dst``."""
+        i = 0
+        n = dst.shape[0]
+        while i < n:
+            if self._fifo_pos >= self.hop:
+                self._fifo[:] = self.render_hop(eng)
+                self._fifo_pos = 0
+            k = min(n - i, self.hop - self._fifo_pos)
+            dst[i:i + k] += self._fifo[self._fifo_pos:self._fifo_pos + k]
+            self._fifo_pos += k
+            i += k
+
+
+class Engine:
+    """Streaming synthesis engine (see module docstring and ``docs/contracts.md``).
+
+    Parameters
+    ----------
+    model : daemon.model.DecoderModel
+    sample_rate : int
+        Output rate in Hz.
+    polyphony : int
+        Voices sounding at once (oldest stolen beyond it), 1..max_polyphony.
+    max_polyphony : int
+        Upper bound for :meth:`set_polyphony` (buffers are sized for it).
+    lookahead : {0, 1}
+        Phase lookahead (1: one more hop of latency, better phase).
+    pitch_mode : {'shift', 'transpose', 'tuned', 'off'}
+    reference_note : int, optional
+        MIDI note the model's frames sound at (default: the model's metadata).
+    seed : int
+        Seeds the random phases: renders are deterministic.
+    """
+
+    def __init__(self, model, *, sample_rate: int, polyphony: int = 8, max_polyphony: int = 64,
+                 lookahead: int = 0, pitch_mode: str = "transpose", reference_note: int | None = None,
+                 seed: int = 0):
+        if not (isinstance(sample_rate, (int, float)) and 8000 <= sample_rate <= 384000):
+            raise ValueError(f"sample_rate={sample_rate!r}: must be 8000..384000 Hz")
+        if not 1 <= int(max_polyphony) <= 256:
+            raise ValueError(f"max_polyphony={max_polyphony!r}: must be 1..256")
+        if not 1 <= int(polyphony) <= int(max_polyphony):
+            raise ValueError(f"polyphony={polyphony!r}: must be 1..max_polyphony ({max_polyphony})")
+        if lookahead not in (0, 1):
+            raise ValueError(f"lookahead={lookahead!r}: must be 0 or 1")
+        if pitch_mode not in PITCH_MODES:
+            raise ValueError(f"pitch_mode={pitch_mode!r}: must be one of {', '.join(PITCH_MODES)}")
+        self.sample_rate = int(sample_rate)
+        self.max_polyphony = int(max_polyphony)
+        self.lookahead = int(lookahead)
+        self.seed = int(seed)
+        self.stats = EngineStats()
+        self._params = {k: v[0] for k, v in PARAMS.items()}
+        self._pitch_mode = pitch_mode
+        self._reference_note = int(model.reference_note if reference_note is None else reference_note)
+        self._bend = 0.0
+        self._events: collections.deque = collections.deque()
+        self._n_switches = 0
+        self._core = self._make_core(model, int(polyphony))
+        self._old: list[_Core] = []
+        self._smooth_c = 0.0
+        self._update_smoothing()
+        self._gain = 10.0 ** (self._params["gain_db"] / 20.0)
+        self._dc = DCBlocker(self.sample_rate)
+        self._limiter = SafetyLimiter(fade_samples=int(0.05 * self.sample_rate))
+        self._alloc_hop(self._core.hop)
+
+    # ------------------------------------------------------------------ setup
+    def _make_core(self, model, polyphony: int) -> _Core:
+        rows = self.max_polyphony + _SPARE_ROWS
+        core = _Core(model, self.sample_rate, rows, polyphony, self.lookahead,
+                     self.seed + 7919 * self._n_switches)
+        self._apply_env_params(core)
+        return core
+
+    def _alloc_hop(self, hop: int) -> None:
+        self._hop = hop
+        self._mix = np.zeros(hop)
+        self._block = np.zeros(hop, np.float32)
+        self._pos = hop  # nothing buffered
+        self._gramp = np.arange(1, hop + 1) / hop
+
+    def _apply_env_params(self, core: _Core) -> None:
+        env = core.voices.env
+        p = self._params
+        env.attack_ms = p["attack_ms"]
+        env.decay_ms = p["decay_ms"]
+        env.sustain_level = p["sustain_level"]
+        env.release_ms = p["release_ms"]
+        core.voices.velocity_curve = p["velocity_curve"]
+
+    def _update_smoothing(self) -> None:
+        hops_per_s = self.sample_rate / self._core.hop
+        self._smooth_c = one_pole_coefficient(self._params["smoothing_ms"], hops_per_s)
+
+    @property
+    def model(self):
+        return self._core.model
+
+    @property
+    def hop_length(self) -> int:
+        return self._core.hop
+
+    @property
+    def latency_samples(self) -> int:
+        """Samples from a control event at a hop boundary to its first audible effect."""
+        return self._core.hop * (1 + self.lookahead)
+
+    @property
+    def latent(self) -> np.ndarray:
+        """The current smoothed latent (a copy)."""
+        return self._core.z.copy()
+
+    # ------------------------------------------------------------------ control API
+    def note_on(self, note: int, velocity: int) -> None:
+        note = int(note)
+        velocity = int(velocity)
+        if not 0 <= note <= 127:
+            raise ValueError(f"note={note}: must be a MIDI note 0..127")
+        if velocity <= 0:
+            self._events.append((self._ev_note_off, (note,)))
+            return
+        self._events.append((self._ev_note_on, (note, min(velocity, 127))))
+
+    def note_off(self, note: int) -> None:
+        note = int(note)
+        if not 0 <= note <= 127:
+            raise ValueError(f"note={note}: must be a MIDI note 0..127")
+        self._events.append((self._ev_note_off, (note,)))
+
+    def set_sustain(self, on: bool) -> None:
+        self._events.append((self._ev_sustain, (bool(on),)))
+
+    def set_pitch_bend(self, semitones: float) -> None:
+        value = float(semitones)
+        if math.isfinite(value):
+            self._events.append((self._ev_bend, (max(-96.0, min(96.0, value)),)))
+
+    def set_latent(self, index: int, value: float) -> None:
+        dim = self._core.model.latent_dim
+        if not 0 <= int(index) < dim:
+            raise ValueError(f"latent index {index}: must be 0..{dim - 1} (latent_dim={dim})")
+        value = float(value)
+        if math.isfinite(value):
+            self._events.append((self._ev_latent, (int(index), value)))
+
+    def set_latents(self, values) -> None:
+        z = np.asarray(values, dtype=np.float64).reshape(-1)
+        dim = self._core.model.latent_dim
+        if z.shape != (dim,):
+            raise ValueError(f"set_latents: got {z.shape[0]} values, the model has latent_dim={dim}")
+        if np.all(np.isfinite(z)):
+            self._events.append((self._ev_latents, (z.copy(),)))
+
+    def set_param(self, name: str, value: float) -> None:
+        if name not in PARAMS:
+            raise ValueError(f"set_param: unknown parameter {name!r}; known: {', '.join(PARAMS)}")
+        value = float(value)
+        if not math.isfinite(value):
+            return
+        _, lo, hi = PARAMS[name]
+        self._events.append((self._ev_param, (name, min(max(value, lo), hi))))
+
+    def set_pitch_mode(self, mode: str, reference_note: int | None = 60) -> None:
+        if mode not in PITCH_MODES:
+            raise ValueError(f"pitch mode {mode!r}: must be one of {', '.join(PITCH_MODES)}")
+        ref = self._core.model.reference_note if reference_note is None else int(reference_note)
+        if not 0 <= ref <= 127:
+            raise ValueError(f"reference_note={reference_note}: must be a MIDI note 0..127")
+        self._events.append((self._ev_pitch_mode, (mode, ref)))
+
+    def all_notes_off(self) -> None:
+        self._events.append((self._ev_all_off, ()))
+
+    def set_polyphony(self, n: int) -> None:
+        n = int(n)
+        if not 1 <= n <= self.max_polyphony:
+            raise ValueError(f"polyphony={n}: must be 1..{self.max_polyphony} (max_polyphony)")
+        self._events.append((self._ev_polyphony, (n,)))
+
+    def set_model(self, model) -> None:
+        """Switch decoder at the next hop boundary with a one-hop crossfade.
+
+        The new core (buffers, phase plans) is built here, in the caller's thread.
+        Held notes continue on the new model; the latent carries over when the
+        latent sizes match, else the new model's default latent is used.
+        """
+        self._n_switches += 1
+        core = self._make_core(model, self._core.voices.polyphony)
+        self._events.append((self._ev_model, (core,)))
+
+    # ------------------------------------------------------------------ events (render side)
+    def _ev_note_on(self, note, velocity):
+        vb = self._core.voices
+        before = vb.stolen_count
+        vb.note_on(note, velocity)
+        self.stats.stolen_voices += vb.stolen_count - before
+
+    def _ev_note_off(self, note):
+        self._core.voices.note_off(note)
+
+    def _ev_sustain(self, on):
+        self._core.voices.set_sustain(on)
+
+    def _ev_bend(self, st):
+        self._bend = st
+
+    def _ev_latent(self, i, value):
+        self._core.z_target[i] = value
+
+    def _ev_latents(self, z):
+        self._core.z_target[:] = z
+
+    def _ev_param(self, name, value):
+        self._params[name] = value
+        if name == "smoothing_ms":
+            self._update_smoothing()
+        elif name in ("attack_ms", "decay_ms", "sustain_level", "release_ms", "velocity_curve"):
+            self._apply_env_params(self._core)
+
+    def _ev_pitch_mode(self, mode, ref):
+        self._pitch_mode = mode
+        self._reference_note = ref
+
+    def _ev_all_off(self):
+        self._core.voices.all_notes_off()
+        for core in self._old:
+            core.voices.all_notes_off()
+
+    def _ev_polyphony(self, n):
+        self._core.voices.set_polyphony(n)
+
+    def _ev_model(self, new: _Core):
+        old = self._core
+        if new.model.latent_dim == old.model.latent_dim:
+            new.z[:] = old.z
+            new.z_target[:] = old.z_target
+        vb = new.voices
+        vb.sustain = old.voices.sustain
+        for note, vgain, level in old.voices.active_notes():
+            row = vb.note_on(note, 127)
+            v = vb.voices[row]
+            v.velocity_gain = vgain
+            v.level = level
+            v.stage = 1  # DECAY toward sustain (level continues)
+        # fade the old core out over one hop; the new core's voices ramp in from 0
+        for i in range(old.voices.n_active):
+            v = old.voices.voices[i]
+            v.held = False
+            v.sustained = False
+            old.voices._release(v, old.voices.env.steal_ms)
+        self._old.append(old)
+        self._core = new
+        self._update_smoothing()
+        self.stats.model_switches += 1
+        if new.hop != self._hop:
+            self._alloc_hop(new.hop)
+
+    # ------------------------------------------------------------------ render
+    def _render_hop(self) -> None:
+        t0 = time.perf_counter()
+        events = self._events
+        while events:
+            try:
+                fn, args = events.popleft()
+            except IndexError:
+                break
+            try:
+                fn(*args)
+            except Exception:  # never raise into the audio path
+                pass
+        mix = self._mix
+        core = self._core
+        mix[:] = core.render_hop(self)
+        if self._old:
+            for old in self._old:
+                old.pull(self, mix)
+            self._old = [c for c in self._old if c.voices.n_active > 0 or c._fifo_pos < c.hop]
+        # master gain, ramped across the hop
+        g1 = 10.0 ** (self._params["gain_db"] / 20.0)
+        g0 = self._gain
+        if g1 != g0:
+            mix *= g0 + (g1 - g0) * self._gramp
+            self._gain = g1
+        else:
+            mix *= g1
+        self._dc.process(mix, mix)
+        before = self._limiter.nonfinite_blocks
+        self._limiter.process(mix, mix)
+        if self._limiter.nonfinite_blocks != before:
+            self.stats.nonfinite_blocks += 1
+            self._dc.reset()
+        self._block[:] = mix
+        self._pos = 0
+        st = self.stats
+        st.hops_rendered += 1
+        st.active_voices = core.voices.n_active
+        ms = (time.perf_counter() - t0) * 1000.0
+        st.last_hop_ms = ms
+        if ms > st.max_hop_ms:
+            st.max_hop_ms = ms
+
+    def render(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Render the next ``n`` samples (float32, |y| <= 1) into ``out`` (or a new array)."""
+        n = int(n)
+        if out is None:
+            out = np.empty(n, np.float32)
+        i = 0
+        while i < n:
+            if self._pos >= self._hop:
+                self._render_hop()
+            k = min(n - i, self._hop - self._pos)
+            out[i:i + k] = self._block[self._pos:self._pos + k]
+            self._pos += k
+            i += k
+        return out

@@ -1,0 +1,239 @@
+"""Pitch stage: move a decoded magnitude frame to the played note.
+
+The decoder emits frames at the model's sample rate and tuning (its corpus is
+centred on ``reference_note``). Per voice the frame is moved so that it sounds at
+the played note, at the *device* rate:
+
+- ``shift``  (the 2018 thesis): every partial moves by the same number of Hz, the
+  distance from the reference note to the played note; harmonics become inharmonic.
+  No wrap-around by default (partials pushed past Nyquist vanish); ``wrap=True``
+  wraps them around the frequency axis as the thesis's ``roll`` did.
+- ``transpose``: frequencies are multiplied by ``2**(semitones/12)``; harmonics
+  stay harmonic.
+- ``tuned``: the fundamental of the decoded frame is estimated
+  (:func:`estimate_f0`) and frequencies are multiplied so that it lands on the
+  played note (A4 gives 440 Hz whatever the latent).
+- ``off``: no note pitch (only the sample-rate correction below).
+
+How a frame is moved: the frame is split into spectral lobes (runs between
+magnitude valleys); each lobe is *translated* (not stretched) so that its peak lands
+where the mode says, with linear interpolation for fractional bins. Translating
+keeps every lobe the width of the analysis window's main lobe, so the result stays
+a consistent STFT magnitude and the phase stage tracks its frequency exactly;
+stretching the axis would narrow or widen lobes and bias the pitch.
+
+Output rate != model rate (a 44.1 kHz model on a 48 kHz device): the engine runs
+the model's ``n_fft``/``hop_length`` at the device rate, so an output bin ``k``
+means ``k * sr_out / n_fft`` Hz. The rate ratio ``sr_model / sr_out`` is folded
+into the frequency mapping (a partial at model bin ``p`` lands at output bin
+``p * ratio * sr_model / sr_out``), so pitch is right with no resampler. Hops are
+then ``hop_length / sr_out`` seconds long; envelope and smoothing times are in ms
+and are converted with the output rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["PITCH_MODES", "PitchStage", "estimate_f0", "peak_positions", "midi_to_hz"]
+
+PITCH_MODES = ("shift", "transpose", "tuned", "off")
+_PEAK_GAMMA = 1.0 / (2.0 * math.pi * 0.25645)  # Hann (Gaussian-equivalent) peak offset factor
+
+
+def midi_to_hz(note: float) -> float:
+    """12-TET, A4 (69) = 440 Hz."""
+    return 440.0 * 2.0 ** ((note - 69.0) / 12.0)
+
+
+def _log(mag: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(mag, 1e-30))
+
+
+def peak_positions(mag: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Fractional positions (bins) of peaks at integer bins ``idx`` of a 1-D frame.
+
+    Mean of the parabolic-vertex estimate on log-magnitude and the Gaussian
+    phase-gradient estimate for the Hann window; their biases cancel (< 0.002 bin).
+    """
+    n = mag.shape[-1]
+    i = np.clip(idx, 1, n - 2)
+    s = _log(mag)
+    sl, s0, sr = s[..., i - 1], s[..., i], s[..., i + 1]
+    curv = sl - 2.0 * s0 + sr
+    grad = 0.5 * (sr - sl)
+    par = np.where(curv < -1e-12, -grad / np.where(curv < -1e-12, curv, -1.0), 0.0)
+    gau = _PEAK_GAMMA * grad
+    off = np.clip(0.5 * (par + gau), -1.0, 1.0)
+    return i + off
+
+
+def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: float = 2000.0,
+                n_harmonics: int = 6) -> float:
+    """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
+
+    A harmonic-product score (sum of log magnitudes at the first ``n_harmonics``
+    multiples, each taken as the maximum over +/-1 bin) picks a coarse f0 on a
+    quarter-bin grid between ``fmin`` and ``fmax``; it is refined by a weighted
+    fit through the interpolated peaks of the harmonics that are present.
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    n = mag.shape[0]
+    peak = float(mag.max()) if n else 0.0
+    if not np.isfinite(peak) or peak <= 0.0:
+        return 0.0
+    dmax = mag.copy()
+    np.maximum(dmax[1:], mag[:-1], out=dmax[1:])
+    np.maximum(dmax[:-1], mag[1:], out=dmax[:-1])
+    eps = peak * 1e-3
+    c_lo = max(fmin / bin_hz, 2.0)
+    c_hi = min(fmax / bin_hz, (n - 2) / 1.0)
+    if c_hi <= c_lo:
+        return 0.0
+    grid = np.arange(c_lo, c_hi, 0.25)
+    h = np.arange(1, n_harmonics + 1)
+    pos = np.rint(grid[:, None] * h[None, :]).astype(np.int64)
+    inside = pos < n
+    vals = np.where(inside, dmax[np.minimum(pos, n - 1)], 0.0)
+    score = np.log(vals + eps).sum(axis=1)
+    c0 = grid[int(np.argmax(score))]
+    # refine on harmonic peaks
+    num = 0.0
+    den = 0.0
+    for k in range(1, n_harmonics + 1):
+        centre = k * c0
+        lo = int(math.floor(centre - 1.5))
+        hi = int(math.ceil(centre + 1.5)) + 1
+        if lo < 1 or hi > n - 1:
+            break
+        j = lo + int(np.argmax(mag[lo:hi]))
+        if mag[j] < 0.01 * peak or j in (lo, hi - 1):
+            continue
+        p = float(peak_positions(mag, np.array([j]))[0])
+        w = float(mag[j])
+        num += w * p * k
+        den += w * k * k
+    c = num / den if den > 0 else c0
+    return c * bin_hz
+
+
+def _keys(d: np.ndarray) -> np.ndarray:
+    """Keys cubic (Catmull-Rom, a = -0.5) kernel at distances ``0 <= d < 2``."""
+    d = np.abs(d)
+    near = ((1.5 * d - 2.5) * d) * d + 1.0
+    far = ((-0.5 * d + 2.5) * d - 4.0) * d + 2.0
+    return np.where(d <= 1.0, near, np.where(d < 2.0, far, 0.0))
+
+
+class PitchStage:
+    """Per-hop plan: decoded frames [n_decodes, n_bins] -> per-voice frames [voices, n_bins].
+
+    Parameters
+    ----------
+    n_bins : int
+    n_voices : int
+    bin_ratio : float
+        ``sr_model / sr_out``: output bin of a partial at model bin ``p`` with no
+        note pitch is ``p * bin_ratio``.
+    n_fft, sr_out : int
+        To convert Hz to output bins for ``shift``.
+    """
+
+    def __init__(self, n_bins: int, n_voices: int, *, bin_ratio: float, n_fft: int, sr_out: float):
+        self.n_bins = n_bins
+        self.n_voices = n_voices
+        self.bin_ratio = float(bin_ratio)
+        self.n_fft = n_fft
+        self.sr_out = float(sr_out)
+        self.out = np.zeros((n_voices, n_bins))
+        self._flat = self.out.reshape(-1)
+        self._bins = np.arange(n_bins, dtype=np.float64)
+        self._row_off = (np.arange(n_voices) * n_bins)[:, None]
+        self._t = np.zeros((n_voices, n_bins))
+        self._logm = np.zeros(n_bins)
+        self._acc = np.zeros((n_voices, n_bins))
+        self._bins_i = np.arange(n_bins, dtype=np.int64)
+        self._tapsrc = {tap: np.clip(self._bins_i + tap, 0, n_bins - 1) for tap in (-1, 0, 1, 2)}
+
+    def analyse(self, mag: np.ndarray) -> np.ndarray:
+        """Per-bin peak position of its lobe (fractional model bins) for one frame."""
+        n = self.n_bins
+        start = np.zeros(n, bool)
+        start[0] = True
+        start[1:-1] = (mag[1:-1] < mag[:-2]) & (mag[1:-1] <= mag[2:])
+        start[-1] = mag[-1] < mag[-2]
+        starts = np.flatnonzero(start)
+        lid = np.cumsum(start) - 1
+        segmax = np.maximum.reduceat(mag, starts)
+        is_peak = mag == segmax[lid]
+        pk = np.maximum.reduceat(np.where(is_peak, np.arange(n), -1), starts)
+        pos = peak_positions(mag, pk)
+        # a lobe whose maximum sits on its edge (monotone run) moves as a block from its max
+        return pos[lid]
+
+    def process(self, mag: np.ndarray, peaks: np.ndarray, ratio: np.ndarray, offset: np.ndarray,
+                n: int, wrap: bool = False) -> np.ndarray:
+        """Move one frame for voices ``0..n-1``.
+
+        Parameters
+        ----------
+        mag : ndarray [n_bins]
+            Decoded (model) frame shared by the voices.
+        peaks : ndarray [n_bins]
+            :meth:`analyse` of ``mag``.
+        ratio : ndarray [>= n]
+            Per-voice frequency multiplier in output bins per model bin
+            (already including ``bin_ratio``).
+        offset : ndarray [>= n]
+            Per-voice additive shift in output bins.
+        Returns ``self.out[:n]``: bin ``k`` of lobe with peak ``p`` lands at
+        ``k + p*(ratio - 1) + offset``.
+        """
+        B = self.n_bins
+        out = self.out[:n]
+        out[:] = 0.0
+        if n == 0:
+            return out
+        t = self._t[:n]
+        np.multiply(peaks[None, :], (ratio[:n] - 1.0)[:, None], out=t)
+        t += offset[:n, None]
+        t += self._bins
+        # Lobe translation by t - k = delta: output bin k + I (I = ceil(delta)) takes
+        # the lobe's value at source position k + f, f = I - delta in [0, 1),
+        # interpolated with a Keys cubic on *log* magnitude (near its peak a
+        # window's main lobe is close to a parabola in log, which the cubic
+        # reproduces exactly), then summed in linear magnitude.
+        delta = t - self._bins
+        I = np.ceil(delta)
+        f = I - delta
+        logm = self._logm
+        np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30), out=logm)
+        np.log(logm, out=logm)
+        acc = self._acc[:n]
+        acc[:] = 0.0
+        for tap, d in ((-1, 1.0 + f), (0, f), (1, 1.0 - f), (2, 2.0 - f)):
+            acc += _keys(d) * logm[self._tapsrc[tap]][None, :]
+        np.exp(acc, out=acc)
+        # where a tap is (near) zero the log cubic overshoots: use linear
+        # interpolation of the magnitude there (lobe edges, exact zeros)
+        m0 = mag[self._tapsrc[0]]
+        m1 = mag[self._tapsrc[1]]
+        lo = np.minimum(mag[self._tapsrc[-1]], mag[self._tapsrc[2]])
+        edge = lo < 1e-2 * np.maximum(m0, m1)
+        lin = m0[None, :] * (1.0 - f) + m1[None, :] * f
+        np.copyto(acc, lin, where=edge[None, :])
+        np.minimum(acc, 1.2 * np.maximum(m0, m1)[None, :], out=acc)
+        j = I.astype(np.int64)
+        j += self._bins_i
+        if wrap:
+            np.mod(j, B, out=j)
+            ok = np.ones(j.shape, bool)
+        else:
+            ok = (j >= 0) & (j < B)
+        idx = (j + self._row_off[:n])[ok]
+        flat = self._flat[: n * B]
+        flat += np.bincount(idx, acc[ok], minlength=n * B)[: n * B]
+        np.maximum(out, 0.0, out=out)
+        return out

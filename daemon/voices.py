@@ -1,0 +1,240 @@
+"""Voice allocation and envelopes.
+
+Voices live in rows ``0..n_active-1`` of the engine's per-voice arrays (phase state,
+overlap-add accumulators): the active set is kept *packed*, so every per-hop stage
+processes a prefix of its buffers with no index arrays. Freeing a voice moves the
+last active row into the hole (``on_move(src, dst)`` tells the engine to copy
+its DSP state).
+
+Envelope: linear attack to 1, exponential decay to the sustain level, exponential
+release (-60 dB after ``release_ms``), then a linear fade to exact zero over one
+hop, after which the voice is freed. Gains are computed at hop boundaries and the
+engine interpolates them per sample, so there is no zipper noise. A stolen voice
+(polyphony exceeded: the oldest sounding note) gets a fast release of
+``steal_ms`` and keeps its row until it is silent; the new note takes a fresh row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["Voice", "VoiceBank", "Envelope"]
+
+ATTACK, DECAY, SUSTAIN, RELEASE, FADE, DONE = range(6)
+_RELEASE_FLOOR = 1e-4  # -80 dB: from here a linear fade to 0 over one hop
+
+
+class Envelope:
+    """ADSR settings (ms, sustain as a 0..1 level) and the per-hop step."""
+
+    def __init__(self, attack_ms=5.0, decay_ms=200.0, sustain_level=0.8, release_ms=300.0, steal_ms=8.0):
+        self.attack_ms = float(attack_ms)
+        self.decay_ms = float(decay_ms)
+        self.sustain_level = float(sustain_level)
+        self.release_ms = float(release_ms)
+        self.steal_ms = float(steal_ms)
+
+    def step(self, v: "Voice", hop_ms: float) -> float:
+        """Advance ``v`` by one hop; return its level at the end of the hop."""
+        lvl = v.level
+        st = v.stage
+        if st == ATTACK:
+            if self.attack_ms <= hop_ms:
+                lvl = 1.0
+            else:
+                lvl = min(1.0, lvl + hop_ms / self.attack_ms)
+            if lvl >= 1.0:
+                lvl = 1.0
+                st = DECAY
+        elif st == DECAY:
+            s = self.sustain_level
+            if self.decay_ms <= 0.0:
+                lvl = s
+            else:
+                # -60 dB of the distance to sustain after decay_ms
+                k = math.exp(-6.907755 * hop_ms / self.decay_ms)
+                lvl = s + (lvl - s) * k
+            if abs(lvl - s) < 1e-4:
+                lvl = s
+                st = SUSTAIN
+        elif st == SUSTAIN:
+            lvl = self.sustain_level
+        elif st == RELEASE:
+            ms = v.release_ms
+            if ms <= hop_ms:
+                lvl = 0.0
+            else:
+                lvl *= math.exp(-6.907755 * hop_ms / ms)
+            if lvl <= _RELEASE_FLOOR:
+                st = FADE
+        elif st == FADE:
+            lvl = 0.0
+            st = DONE
+        v.stage = st
+        v.level = lvl
+        return lvl
+
+
+class Voice:
+    __slots__ = ("note", "velocity_gain", "stage", "level", "age", "held", "sustained",
+                 "release_ms", "stolen", "primed")
+
+    def __init__(self):
+        self.note = -1
+        self.velocity_gain = 0.0
+        self.stage = DONE
+        self.level = 0.0
+        self.age = 0
+        self.held = False  # key down
+        self.sustained = False  # key up but pedal down
+        self.release_ms = 0.0
+        self.stolen = False
+        self.primed = False
+
+
+class VoiceBank:
+    """Packed voices: ``voices[0:n_active]`` sound, the rest are free.
+
+    Parameters
+    ----------
+    n_rows : int
+        Physical rows (max polyphony plus spares for voices fading out after a steal).
+    polyphony : int
+        Logical limit on sounding (not stolen) voices.
+    on_move : callable(src, dst)
+        Called when row ``src`` is moved into row ``dst``.
+    """
+
+    def __init__(self, n_rows: int, polyphony: int, on_move):
+        self.voices = [Voice() for _ in range(n_rows)]
+        self.n_rows = n_rows
+        self.polyphony = polyphony
+        self.n_active = 0
+        self.env = Envelope()
+        self.velocity_curve = 1.0
+        self.sustain = False
+        self._on_move = on_move
+        self._clock = 0
+        self.stolen_count = 0
+        # per-hop gains (start, end) for the packed rows
+        self.g0 = np.zeros(n_rows)
+        self.g1 = np.zeros(n_rows)
+
+    # ------------------------------------------------------------------ events
+    def velocity_gain(self, velocity: int) -> float:
+        v = min(max(velocity, 1), 127) / 127.0
+        return v ** self.velocity_curve
+
+    def note_on(self, note: int, velocity: int) -> int | None:
+        """Start a note; returns its row (to reset DSP state), or None if no row."""
+        self._clock += 1
+        # retrigger of a sounding note: release the old one quickly (a new voice starts)
+        for i in range(self.n_active):
+            v = self.voices[i]
+            if v.note == note and v.stage < RELEASE and not v.stolen:
+                self._release(v, self.env.steal_ms)
+                v.stolen = True
+        sounding = [i for i in range(self.n_active) if not self.voices[i].stolen
+                    and self.voices[i].stage < RELEASE]
+        if len(sounding) >= self.polyphony:
+            # steal: the oldest sounding voices beyond the limit
+            sounding.sort(key=lambda i: self.voices[i].age)
+            for i in sounding[: len(sounding) - self.polyphony + 1]:
+                self._release(self.voices[i], self.env.steal_ms)
+                self.voices[i].stolen = True
+                self.stolen_count += 1
+        if self.n_active >= self.n_rows:
+            # no row at all: reuse the oldest row outright (hard cut, rare)
+            row = min(range(self.n_active), key=lambda i: self.voices[i].age)
+        else:
+            row = self.n_active
+            self.n_active += 1
+        v = self.voices[row]
+        v.note = note
+        v.velocity_gain = self.velocity_gain(velocity)
+        v.stage = ATTACK
+        v.level = 0.0
+        v.age = self._clock
+        v.held = True
+        v.sustained = False
+        v.stolen = False
+        v.primed = False
+        self.g0[row] = 0.0
+        return row
+
+    def note_off(self, note: int) -> None:
+        for i in range(self.n_active):
+            v = self.voices[i]
+            if v.note == note and v.held:
+                v.held = False
+                if self.sustain:
+                    v.sustained = True
+                elif v.stage < RELEASE:
+                    self._release(v, self.env.release_ms)
+
+    def set_sustain(self, on: bool) -> None:
+        self.sustain = bool(on)
+        if not on:
+            for i in range(self.n_active):
+                v = self.voices[i]
+                if v.sustained:
+                    v.sustained = False
+                    if v.stage < RELEASE:
+                        self._release(v, self.env.release_ms)
+
+    def all_notes_off(self) -> None:
+        self.sustain = False
+        for i in range(self.n_active):
+            v = self.voices[i]
+            v.held = False
+            v.sustained = False
+            if v.stage < RELEASE:
+                self._release(v, self.env.release_ms)
+
+    def set_polyphony(self, n: int) -> None:
+        self.polyphony = n
+        sounding = sorted((i for i in range(self.n_active) if not self.voices[i].stolen
+                           and self.voices[i].stage < RELEASE), key=lambda i: self.voices[i].age)
+        for i in sounding[: max(0, len(sounding) - n)]:
+            self._release(self.voices[i], self.env.steal_ms)
+            self.voices[i].stolen = True
+
+    def _release(self, v: Voice, ms: float) -> None:
+        v.stage = RELEASE
+        v.release_ms = max(float(ms), 0.0)
+        if v.level <= _RELEASE_FLOOR:
+            v.stage = FADE
+
+    # ------------------------------------------------------------------ per hop
+    def step(self, hop_ms: float) -> int:
+        """Advance envelopes one hop; fill ``g0``/``g1`` (start/end gains) for rows.
+
+        Returns the number of rows to render this hop. Voices that finished in the
+        *previous* hop are freed first (rows packed).
+        """
+        i = 0
+        while i < self.n_active:
+            v = self.voices[i]
+            if v.stage == DONE:
+                last = self.n_active - 1
+                if i != last:
+                    self.voices[i], self.voices[last] = self.voices[last], self.voices[i]
+                    self.g0[i] = self.g0[last]
+                    self._on_move(last, i)
+                self.n_active -= 1
+                continue
+            i += 1
+        for i in range(self.n_active):
+            v = self.voices[i]
+            start = v.level * v.velocity_gain
+            end = self.env.step(v, hop_ms) * v.velocity_gain
+            self.g0[i] = start
+            self.g1[i] = end
+        return self.n_active
+
+    def active_notes(self) -> list[tuple[int, float, float]]:
+        """(note, velocity_gain, level) of held/sustained voices (for a model switch)."""
+        return [(v.note, v.velocity_gain, v.level) for v in self.voices[: self.n_active]
+                if (v.held or v.sustained) and v.stage < RELEASE]
