@@ -100,7 +100,11 @@ class Instrument:
         model = DecoderModel(opts.model)
         log.info("model %s (%d Hz, %d/%d, latent %d)", model.path, model.sample_rate,
                  model.n_fft, model.hop_length, model.latent_dim)
-        # Resolve the device first: the engine renders at the device's rate.
+        # Validate the files before touching hardware, so a typo is reported as such.
+        from daemon.mapping import load_mapping
+
+        mapping = load_mapping(opts.mapping, model) if opts.mapping else None
+        # Then the device: the engine renders at the device's rate.
         self.audio = AudioOutput(
             None,
             device=opts.device,
@@ -113,7 +117,7 @@ class Instrument:
         if opts.polyphony:
             kwargs["polyphony"] = int(opts.polyphony)
         self.engine = Engine(model, **kwargs)
-        self._build_mapping(model)
+        self._build_mapper(model, mapping)
         # Warm up the decoder and the render path before the stream opens.
         import numpy as np
 
@@ -124,14 +128,12 @@ class Instrument:
         self.midi = MidiInput(api=opts.midi_api, patterns=opts.midi_in, virtual=opts.virtual)
         self.midi.on_reconnect = self._on_midi_reconnect
 
-    def _build_mapping(self, model) -> None:
-        """Mapping + Mapper + hot reloader, from the mapping helper's modules."""
-        from daemon import mapper as mapper_mod
-        from daemon import mapping as mapping_mod
+    def _build_mapper(self, model, mapping) -> None:
+        """Mapper + hot reloader, from the mapping helper's modules."""
+        from daemon.mapper import Mapper
 
         path = self.opts.mapping
-        mapping = mapping_mod.load_mapping(path, model) if path else None
-        self.mapper = mapper_mod.Mapper(mapping, self.engine)
+        self.mapper = Mapper(mapping, self.engine)
         if path:
             log.info("mapping %s", path)
             self.reloader = _make_reloader(path, model, self.mapper)

@@ -239,6 +239,15 @@ def test_midi_port_unplugged_and_back_is_reconnected(rig):
     assert abs(cents(fundamental_hz(y, RATE, f / 1.3, f * 1.3), f)) < 10
 
 
+def test_sighup_reloads_the_mapping(rig):
+    import signal
+
+    n_lines = len(rig.daemon.lines)
+    rig.daemon.proc.send_signal(signal.SIGHUP)  # the supervisor forwards it to the instrument
+    rig.daemon.wait_log("mapping reloaded", timeout=10, start=n_lines)
+    assert rig.daemon.proc.poll() is None
+
+
 def test_status_line_reports_voices_xruns_and_latents(rig):
     lines = [ln for ln in rig.daemon.lines if ln.startswith("voices ")]
     assert lines, "no status line printed with --status"

@@ -1,0 +1,158 @@
+"""`canne run` / `canne devices` / `canne learn` as a performer meets them: exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jack_util import JackServer, MidiSender, jackd_path, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from harmonic_model import build_harmonic_decoder
+
+    d = tmp_path_factory.mktemp("model")
+    build_harmonic_decoder(d)
+    return d
+
+
+def _no_server_env() -> dict:
+    env = dict(os.environ)
+    env["JACK_DEFAULT_SERVER"] = f"canne-absent-{os.getpid()}"
+    env["JACK_NO_START_SERVER"] = "1"
+    return env
+
+
+def _canne(args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if " ERROR " in ln]
+
+
+@pytest.mark.parametrize("supervised", [pytest.param(True, id="supervised"),
+                                        pytest.param(False, id="no-supervisor")])
+def test_unknown_audio_device_exits_2_with_one_line(model_dir, supervised):
+    args = ["run", "--model", str(model_dir), "--device", "no-such-card-xyz", "--midi-api", "jack"]
+    if not supervised:
+        args.append("--no-supervisor")
+    r = _canne(args, _no_server_env())
+    assert r.returncode == 2, r.stderr
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1, r.stderr
+    assert "--device no-such-card-xyz" in errors[0]
+    assert "canne devices" in errors[0] or "available" in errors[0]
+
+
+def test_no_audio_device_at_all_says_so(model_dir):
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice as sd; "
+                            "print(sum(d['max_output_channels'] > 0 for d in sd.query_devices()))"],
+                           env=_no_server_env(), capture_output=True, text=True, timeout=60)
+    if probe.stdout.strip() != "0":
+        pytest.skip("this machine has an audio output device besides JACK")
+    r = _canne(["run", "--model", str(model_dir)], _no_server_env())
+    assert r.returncode == 2, r.stderr
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1 and "no audio output device" in errors[0] and "JACK" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "make_args, needle",
+    [
+        pytest.param(lambda tmp, model: ["--model", str(tmp / "missing-model")], "missing-model",
+                     id="missing-model"),
+        pytest.param(lambda tmp, model: ["--model", str(model), "--mapping", str(tmp / "bad.yaml")], "bad.yaml",
+                     id="invalid-mapping"),
+    ],
+)
+def test_bad_model_or_mapping_exits_2_naming_the_file(tmp_path, model_dir, make_args, needle):
+    (tmp_path / "bad.yaml").write_text("version: 1\ncontrols:\n  - {cc: 300, neuron: 0}\n")
+    r = _canne(["run", *make_args(tmp_path, model_dir)], _no_server_env())
+    assert r.returncode == 2, r.stderr
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1 and needle in errors[0], r.stderr
+
+
+@pytest.mark.parametrize("value", ["fast", "5"], ids=["word", "too-long"])
+def test_bad_latency_is_refused_by_the_parser(value):
+    r = _canne(["run", "--latency", value], _no_server_env())
+    assert r.returncode == 2 and "--latency" in r.stderr
+
+
+# -- with a JACK dummy server ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if jackd_path() is None:
+        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
+    srv = JackServer(f"canne-cli-{os.getpid()}", log_dir=tmp_path_factory.mktemp("jack"))
+    srv.start()
+    mp = pytest.MonkeyPatch()
+    for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
+        mp.setenv(key, srv.env[key])
+    yield srv
+    mp.undo()
+    srv.stop()
+
+
+@pytest.mark.jack
+def test_devices_lists_midi_ports_with_api_and_audio_with_host_api(server):
+    sender = MidiSender("canne-cli-ctl")
+    try:
+        r = _canne(["devices"], server.env)
+    finally:
+        sender.close()
+    assert r.returncode == 0, r.stderr
+    assert "[jack] canne-cli-ctl:out" in r.stdout
+    assert "system (JACK Audio Connection Kit; 2 out" in r.stdout
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize(
+    "target, sends, expected",
+    [
+        pytest.param("latent.3", [(40, v) for v in (10, 20, 30, 40)], ["cc: 40", "neuron: 3"], id="knob-to-neuron"),
+        pytest.param("gain", [(41, 1)] * 4, ["cc: 41", "param: gain", "encoder"], id="encoder-to-gain"),
+    ],
+)
+def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path, target, sends, expected):
+    from daemon.mapping import load_mapping
+    from daemon.model import DecoderModel
+
+    mapping = tmp_path / "learned.yaml"
+    mapping.write_text((REPO / "mappings" / "default.yaml").read_text())
+    sender = MidiSender("canne-learn-ctl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "learn", target, "--mapping", str(mapping), "--model",
+         str(model_dir), "--midi-in", "canne-learn-ctl", "--midi-api", "jack", "--timeout", "30"],
+        env=server.env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "move the control" not in line:
+            line = proc.stderr.readline()
+            assert line, "canne learn exited before listening"
+        assert "canne-learn-ctl:out" in line
+        sender.send(0xF8)  # clock is ignored
+        sender.note_on(60, 100)  # notes too
+        for cc, value in sends:
+            sender.cc(cc, value)
+            wait_for(lambda: True, 0.1)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sender.close()
+    assert proc.returncode == 0, err
+    text = mapping.read_text()
+    for piece in expected:
+        assert piece in text, text
+    assert "Knob 1" in text  # the rest of the file, comments and all, is kept
+    load_mapping(mapping, DecoderModel(model_dir))  # and it still validates
