@@ -285,6 +285,8 @@ class Mapper:
                 eng.set_param(name, value)
         if previous is not None and previous.sustain_cc != mapping.sustain_cc:
             eng.set_sustain(False)
+        if previous is not None and previous.notes.channels != notes.channels:
+            eng.all_notes_off()  # their note-offs may no longer be listened to
 
     # ------------------------------------------------------------------ CC handling
     def _control_change(self, st: _State, ch: int, cc: int, value: int) -> None:

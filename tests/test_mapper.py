@@ -333,6 +333,15 @@ def test_set_mapping_rearms_soft_takeover(model):
     assert mapper.latents[0] == pytest.approx(-2 + 4 * 100 / 127)  # a reload keeps what the knobs did
 
 
+def test_reload_changing_note_channels_releases_held_notes(model):
+    mapper, engine = make(model, "notes: {channel: 1}\n")
+    mapper.handle(mido.Message("note_on", channel=0, note=60, velocity=90))
+    mapper.set_mapping(load_mapping_text("notes: {channel: 2}\n", model))
+    assert engine.of("all_notes_off") == [()]
+    mapper.set_mapping(load_mapping_text("notes: {channel: 2}\n", model))  # same channels: notes keep sounding
+    assert engine.of("all_notes_off") == [()]
+
+
 def test_rearm_after_reconnect(model):
     mapper, engine = make(model, "controls:\n  - {cc: 1, neuron: 0, takeover: pickup}\n")
     mapper.handle(cc(1, 64))
