@@ -254,3 +254,14 @@ def test_at_least_three_controller_files_ship():
     names = {p.name for p in SHIPPED}
     assert "default.yaml" in names
     assert len(names - {"default.yaml"}) >= 3, names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_mappings_load_against_the_shipped_model(path):
+    shipped = DecoderModel(REPO / "models" / "default")
+    m = load_mapping(path, shipped)
+    neurons = [c for c in m.controls if c.neuron >= 0 and c.index < 8]
+    for c in neurons:  # default ranges are the shipped model's learned ranges
+        if (c.low, c.high) != (-6.0, 6.0) and (c.low, c.high) != (-4.0, 4.0):
+            assert (c.low, c.high) == pytest.approx(
+                (float(shipped.latent_min[c.neuron]), float(shipped.latent_max[c.neuron])))
