@@ -3,7 +3,8 @@
 Run from the repository root::
 
     python -m benchmarks.phase_quality            # full table, ~1 min on 2 cores
-    python -m benchmarks.phase_quality --quick    # 2 signals, FGLA 5 iterations (smoke)
+    python -m benchmarks.phase_quality --quick    # 2 signals, FGLA 5 iterations, no delay
+                                                  # search, 1.5 s held note (smoke only)
 
 Every method rebuilds a waveform from the consistent magnitude |STFT(x)| of a reference
 signal (``benchmarks.signals``, 44.1 kHz, periodic Hann 4096/1024); the output is
@@ -77,20 +78,22 @@ def build_methods(fgla_iter: int, heap: bool = True) -> dict[str, Callable[[np.n
     return methods
 
 
-def best_delay(outputs, mags, d0: int) -> int:
+def best_delay(outputs, mags, d0: int, search: bool = True) -> int:
     """The constant delay (samples) minimising the mean SC over all signals: a coarse
     grid over ±one hop (step 64) plus ±96 around the click estimate ``d0``, then to
     the sample. Every method gets the same search."""
     def mean_sc(d: int) -> float:
         return float(np.mean([signals.spectral_convergence_db(y, S, delay=d)
                               for y, S in zip(outputs, mags)]))
+    if not search:
+        return min((0, d0), key=mean_sc)
     coarse = set(range(-signals.HOP, signals.HOP + 1, 64)) | set(range(d0 - 96, d0 + 97, 32))
     best = min(sorted(coarse), key=mean_sc)
     best = min(range(best - 32, best + 33, 8), key=mean_sc)
     return min(range(best - 7, best + 8), key=mean_sc)
 
 
-def quality_table(signal_names, methods):
+def quality_table(signal_names, methods, search: bool = True):
     """SC [signal][method] at each method's best constant delay, and at delay 0 (the
     nominal alignment: every method here claims frame n of its output lines up with
     S[n]). A constant offset is latency, not phase quality; both are reported."""
@@ -113,7 +116,7 @@ def quality_table(signal_names, methods):
             bad = False
         d0 = signals.estimate_delay(method, refine_on=None)
         ml = [mags[s] for s in signal_names]
-        delays[name] = best_delay(outputs, ml, d0)
+        delays[name] = best_delay(outputs, ml, d0, search)
         nominal[name] = float(np.mean([signals.spectral_convergence_db(y, S) for y, S in zip(outputs, ml)]))
         for sig, y in zip(signal_names, outputs):
             results[sig][name] = (float("nan") if bad else
@@ -121,11 +124,11 @@ def quality_table(signal_names, methods):
     return results, delays, nominal, seconds
 
 
-def held_note(reconstruct, lookahead: int):
-    n_frames = int(HELD_SECONDS * signals.SAMPLE_RATE / signals.HOP)
+def held_note(reconstruct, lookahead: int, seconds: float = HELD_SECONDS, refine: bool = True):
+    n_frames = int(seconds * signals.SAMPLE_RATE / signals.HOP)
     S, source = signals.held_frame_magnitude(n_frames)
     method = _rtpghi(reconstruct, lookahead)
-    d = signals.estimate_delay(method)
+    d = signals.estimate_delay(method, refine_on="chirp" if refine else None)
     y = method(S)
     sc = signals.spectral_convergence_db(y, S, delay=d, edge=8)
     yy = y[max(d, 0):]
@@ -147,16 +150,18 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     names = list(signals.SIGNALS)
     fgla_iter = args.fgla_iter
+    held_s = HELD_SECONDS
     if args.quick:
         names = ["vibrato", "noise_bursts"]
         fgla_iter = 5
+        held_s = 1.5
 
     methods = build_methods(fgla_iter, heap=not args.quick)
     print(f"phase quality: {signals.SAMPLE_RATE} Hz, periodic Hann {signals.N_FFT}/{signals.HOP}, "
           f"{signals.DURATION_S} s per signal, SC over frames [{signals.EDGE_FRAMES}, N-{signals.EDGE_FRAMES})")
     print("FGLA: zero initial phase, alpha 0.99; random phase: seed 0; time-only: zero initial phase;")
     print("heap RTPGHI (ref): benchmarks/reference/rtpghi_heap.py, the per-bin heap the engine approximates")
-    results, delays, nominal, seconds = quality_table(names, methods)
+    results, delays, nominal, seconds = quality_table(names, methods, search=not args.quick)
 
     cols = list(methods)
     print()
@@ -204,10 +209,10 @@ def main(argv=None) -> int:
               f"la=1 {means['RTPGHI la=1'] - fgla_mean:+.1f} dB, la=0 {means['RTPGHI la=0'] - fgla_mean:+.1f} dB")
 
         print()
-        print(f"held note: one frame of a steady 220 Hz 12-harmonic tone repeated {HELD_SECONDS:.0f} s, "
+        print(f"held note: one frame of a steady 220 Hz 12-harmonic tone repeated {held_s:g} s, "
               "no noise added; SC over frames [8, N-8); RMS modulation = std/mean of per-hop RMS")
         for la in (0, 1):
-            sc, mod_y, mod_src, finite = held_note(reconstruct, la)
+            sc, mod_y, mod_src, finite = held_note(reconstruct, la, held_s, refine=not args.quick)
             ratio = mod_y.cv / max(mod_src.cv, 1e-12)
             print(f"  lookahead {la}: SC {sc:.1f} dB; RMS std/mean {100 * mod_y.cv:.3f} % "
                   f"(source {100 * mod_src.cv:.3f} %, ratio {ratio:.2f}); max/min "
