@@ -9,17 +9,21 @@ import sys
 from daemon.errors import CanneError
 
 
-# -- render (owned by the engine helper; placeholder until it lands) ---------------
+# -- render (engine helper) -----------------------------------------------------------
 def add_render_parser(sub) -> None:
-    p = sub.add_parser("render", help="render a MIDI file to WAV through the engine")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    from daemon import render
+
+    p = sub.add_parser("render", parents=[_log_parent()], help="render a MIDI file to WAV through the engine",
+                       description="Play a MIDI file (notes, CC automation, pitch bend, sustain, program "
+                                   "changes) through the same engine and mapping as 'canne run'; write a WAV.")
+    render.add_arguments(p)
     p.set_defaults(func=cmd_render)
 
 
 def cmd_render(args) -> int:
     from daemon import render
 
-    return render.main(args.args)
+    return render.run(args)
 
 
 # -- run / devices / learn (daemon runtime) -------------------------------------------

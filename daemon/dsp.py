@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.fft import irfft as _irfft  # float32 in, float32 out (numpy's is float64 only)
 
 __all__ = [
     "hann",
@@ -57,7 +58,9 @@ def stft_magnitude(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
 class OverlapAdd:
     """Streaming inverse STFT: irfft, synthesis window, overlap-add, ``hop`` samples out.
 
-    Frames are given as complex spectra with phase measured from the window
+    Works in float32 (complex64 spectra, float32 accumulators): ~1e-7 relative
+    error, several times faster than float64. Frames are given as complex
+    spectra with phase measured from the window
     *centre* (the convention of :mod:`daemon.phase`); ``push`` multiplies by
     ``(-1)**m`` (a circular shift of ``n_fft/2``) before the inverse FFT.
 
@@ -75,9 +78,10 @@ class OverlapAdd:
         self.window = synthesis_window(n_fft, hop_length)
         n_bins = n_fft // 2 + 1
         self.sign = np.where(np.arange(n_bins) % 2 == 0, 1.0, -1.0)
-        self._acc = np.zeros((n_rows, n_fft))  # per-row accumulators
-        self._frames = np.zeros((n_rows, n_fft))
-        self._spec = np.zeros((n_rows, n_bins), dtype=np.complex128)
+        self._acc = np.zeros((n_rows, n_fft), np.float32)  # per-row accumulators
+        self._spec = np.zeros((n_rows, n_bins), dtype=np.complex64)
+        self._window32 = self.window.astype(np.float32)
+        self._sign32 = self.sign.astype(np.float32)
         self.out = np.zeros(hop_length)
 
     def reset(self, row: int | None = None) -> None:
@@ -101,9 +105,9 @@ class OverlapAdd:
         acc = self._acc[:n]
         if n:
             spec = self._spec[:n]
-            np.multiply(spectra[:n], self.sign, out=spec)
-            frames = np.fft.irfft(spec, n=self.n_fft, axis=1)
-            np.multiply(frames, self.window, out=frames)
+            np.multiply(spectra[:n], self._sign32, out=spec, casting="same_kind")
+            frames = _irfft(spec, n=self.n_fft, axis=1)
+            np.multiply(frames, self._window32, out=frames)
             np.add(acc, frames, out=acc)
             np.sum(acc[:, :hop], axis=0, out=self.out)
             # shift accumulators left by hop
@@ -125,9 +129,9 @@ class OverlapAdd:
         if acc.shape[0] == 0:
             return out
         spec = self._spec[rows]
-        np.multiply(spectra[rows], self.sign, out=spec)
-        frames = np.fft.irfft(spec, n=self.n_fft, axis=1)
-        np.multiply(frames, self.window, out=frames)
+        np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
+        frames = _irfft(spec, n=self.n_fft, axis=1)
+        np.multiply(frames, self._window32, out=frames)
         np.add(acc, frames, out=acc)
         if out is not None:
             out[rows] = acc[:, :hop]

@@ -112,6 +112,7 @@ class _Core:
         self.z_target = self.z.copy()
         self._z_in = np.zeros((1, model.latent_dim), np.float32)
         self._z_decoded = np.full(model.latent_dim, np.nan)
+        self._dz = np.zeros(model.latent_dim)
         self.frame = np.zeros((1, B), np.float32)
         self.mag = np.zeros(B)
         self.peaks = np.zeros(B)
@@ -120,10 +121,15 @@ class _Core:
         # per voice
         self.ratio = np.ones(rows)
         self.offset = np.zeros(rows)
-        self.spec = np.zeros((rows, B), np.complex128)
-        self.rows_out = np.zeros((rows, self.hop))
-        self.gains = np.zeros((rows, self.hop))
-        self.ramp = (np.arange(1, self.hop + 1) / self.hop)[None, :]
+        self.spec = np.zeros((rows, B), np.complex64)
+        self._ph32 = np.zeros((rows, B), np.float32)
+        self._re = np.zeros((rows, B), np.float32)
+        self._im = np.zeros((rows, B), np.float32)
+        self._m32 = np.zeros((rows, B), np.float32)
+        self.rows_out = np.zeros((rows, self.hop), np.float32)
+        self._dg = np.zeros(rows)
+        self._flat_part = np.zeros(self.hop)
+        self.ramp = np.arange(1, self.hop + 1) / self.hop
         self.out = np.zeros(self.hop)
         # FIFO of rendered samples (for mixing cores with different hops)
         self._fifo = np.zeros(self.hop)
@@ -132,11 +138,18 @@ class _Core:
     def _move(self, src: int, dst: int) -> None:
         self.phase.move(src, dst)
         self.ola.move(src, dst)
+        self.pitch.moves += 1
 
     # ------------------------------------------------------------------ per hop
     def decode(self, smooth_c: float, stats: EngineStats) -> None:
         z = self.z
-        z += (1.0 - smooth_c) * (self.z_target - z)
+        d = self._dz
+        np.subtract(self.z_target, z, out=d)
+        if smooth_c > 0.0 and float(np.max(np.abs(d))) > 1e-5 * (1.0 + float(np.max(np.abs(z)))):
+            d *= 1.0 - smooth_c
+            z += d
+        else:  # close enough: land exactly, so decoding stops while nothing moves
+            z[:] = self.z_target
         if np.array_equal(z, self._z_decoded):
             return
         self._z_decoded[:] = z
@@ -148,7 +161,7 @@ class _Core:
         np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         np.clip(mag, 0.0, 1e6, out=mag)
         self.peaks[:] = self.pitch.analyse(mag)
-        self.f0 = estimate_f0(mag, self.bin_hz_model)
+        self.f0 = -1.0  # estimated on demand (tuned mode)
         # loudness: RMS of the OLA output of this frame (Parseval, Hann window)
         L = self.n_fft
         energy = 2.0 * float(np.dot(mag, mag)) - mag[0] ** 2 - mag[-1] ** 2
@@ -166,6 +179,8 @@ class _Core:
                 ratio[i] = 2.0 ** ((note - ref_note) / 12.0) * self.bin_ratio
                 offset[i] = shift_bins
             elif mode == "tuned":
+                if self.f0 < 0.0:
+                    self.f0 = estimate_f0(self.mag, self.bin_hz_model)
                 f0 = self.f0 if self.f0 > 0.0 else ref_hz
                 ratio[i] = midi_to_hz(note) / f0 * self.bin_ratio
                 offset[i] = shift_bins
@@ -189,9 +204,9 @@ class _Core:
         self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend, eng._params["shift_bins"])
         pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
                                      wrap=eng._params["shift_wrap"] >= 0.5)
-        spec = self.spec
         # new voices: start as if the frame had been held (full level at once;
         # the envelope attack is the declick)
+        hint = self.pitch.freq
         for i in range(n):
             v = vb.voices[i]
             if not v.primed:
@@ -200,28 +215,40 @@ class _Core:
                 self.ola.reset(i)
                 if self.n_prime:
                     sl = slice(i, i + 1)
-                    self.phase.prime(i, pitched[i], self.n_prime)
+                    self.phase.prime(i, pitched[i], self.n_prime, hint[i])
                     for _ in range(self.n_prime):
-                        ph = self.phase.execute(pitched, rows=sl, advance=False)
-                        np.cos(ph, out=spec[sl].real)
-                        np.sin(ph, out=spec[sl].imag)
-                        spec[sl] *= self.phase.out_mag[sl] * self.scale
-                        self.ola.push_rows(spec, sl, None)
-        ph = self.phase.execute(pitched, n)
-        s = spec[:n]
-        np.cos(ph, out=s.real)
-        np.sin(ph, out=s.imag)
-        s *= self.phase.out_mag[:n]
-        s *= self.scale
+                        ph = self.phase.execute(pitched, rows=sl, advance=False, freq_hint=hint)
+                        self._spectrum(ph, sl)
+                        self.ola.push_rows(self.spec, sl, None)
         rows = slice(0, n)
-        self.ola.push_rows(spec, rows, self.rows_out)
-        g = self.gains[:n]
-        np.subtract(vb.g1[:n, None], vb.g0[:n, None], out=g)
-        g *= self.ramp
-        g += vb.g0[:n, None]
-        g *= self.rows_out[:n]
-        np.sum(g, axis=0, out=out)
+        ph = self.phase.execute(pitched, n, freq_hint=hint)
+        self._spectrum(ph, rows)
+        y = self.rows_out
+        self.ola.push_rows(self.spec, rows, y)
+        # sum_v y_v(t) * (g0_v + (g1_v - g0_v) * ramp(t)), as two matrix-vector products
+        dg = self._dg[:n]
+        np.subtract(vb.g1[:n], vb.g0[:n], out=dg)
+        np.dot(vb.g0[:n], y[:n], out=out)
+        np.dot(dg, y[:n], out=self._flat_part)
+        self._flat_part *= self.ramp
+        out += self._flat_part
         return out
+
+    def _spectrum(self, ph: np.ndarray, rows: slice) -> None:
+        """spec[rows] = out_mag * scale * exp(i*ph), in float32 (SIMD sin/cos)."""
+        p32 = self._ph32[rows]
+        np.copyto(p32, ph, casting="same_kind")
+        re = self._re[rows]
+        im = self._im[rows]
+        m = self._m32[rows]
+        np.multiply(self.phase.out_mag[rows], self.scale, out=m, casting="same_kind")
+        np.cos(p32, out=re)
+        np.sin(p32, out=im)
+        re *= m
+        im *= m
+        spec = self.spec[rows]
+        spec.real = re
+        spec.imag = im
 
     def pull(self, eng: "Engine", dst: np.ndarray) -> None:
         """Add ``len(dst)`` samples of this core's output to ``dst``."""
@@ -331,6 +358,11 @@ class Engine:
     def latency_samples(self) -> int:
         """Samples from a control event at a hop boundary to its first audible effect."""
         return self._core.hop * (1 + self.lookahead)
+
+    @property
+    def params(self) -> dict:
+        """Current values of the ``set_param`` parameters (a copy; applied ones)."""
+        return dict(self._params)
 
     @property
     def latent(self) -> np.ndarray:

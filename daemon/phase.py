@@ -102,28 +102,29 @@ class RTPGHI:
         self._rng = np.random.default_rng(seed)
 
         f8 = np.float64
-        self._s = np.full((3, V, B), self.log_floor, f8)  # log-mag history, ring
-        self._m = np.zeros((3, V, B), f8)  # magnitude history, same ring as _s
+        f4 = np.float32  # log-magnitudes and their derivatives: float32 (SIMD log)
+        self._s = np.full((3, V, B), self.log_floor, f4)  # log-mag history, ring
+        self._m = np.zeros((3, V, B), f4)  # magnitude history, same ring as _s
+        self._h = np.zeros((3, V, B), f8)  # frequency hints, same ring
         self._ring = 0  # index of the newest frame in _s
         self._phase = np.zeros((V, B), f8)
         self._tgrad_prev = np.zeros((V, B), f8)
-        self._rowmax_prev = np.zeros(V, f8)
+        self._rowmax_prev = np.zeros(V, f4)
         # scratch
-        self._dsdm = np.zeros((V, B), f8)
+        self._dsdm = np.zeros((V, B), f4)
         self._tgrad = np.zeros((V, B), f8)
-        self._fgrad = np.zeros((V, B), f8)
+        self._fgrad = np.zeros((V, B), f4)
         self._F = np.zeros((V, B), f8)
-        self._curv = np.zeros((V, B), f8)
+        self._curv = np.zeros((V, B), f4)
         self._phi_t = np.zeros((V, B), f8)
-        self._rand = np.zeros((V, B), f8)
+        self._rand = np.zeros((V, B), f4)
+        self._rsb = np.zeros((V, B), bool)
         self._sig = np.zeros((V, B), bool)
         self._start = np.zeros((V, B), bool)
         self._tmpb = np.zeros((V, B), bool)
         self._seg = np.zeros(V * B, np.int64)
-        self._rowmax = np.zeros(V, f8)
-        self._flat_idx = np.arange(V * B, dtype=np.int64)
-        self._minus1 = np.full(V * B, -1, np.int64)
-        self.out_mag = np.zeros((V, B), f8)
+        self._rowmax = np.zeros(V, f4)
+        self.out_mag = np.zeros((V, B), f4)
         self.out_phase = np.zeros((V, B), f8)
         for v in range(V):
             self.reset(v)
@@ -148,7 +149,7 @@ class RTPGHI:
         self.out_mag[dst] = self.out_mag[src]
 
     # ------------------------------------------------------------------ per frame
-    def prime(self, row: int, magnitude: np.ndarray, count: int) -> None:
+    def prime(self, row: int, magnitude: np.ndarray, count: int, freq_hint: np.ndarray | None = None) -> None:
         """Make voice ``row`` look as if ``magnitude`` had been held for a while.
 
         Fills its history with ``magnitude`` (so the next frame sees steady
@@ -162,9 +163,11 @@ class RTPGHI:
         self._s[1, row] = self._s[0, row]
         self._s[2, row] = self._s[0, row]
         self._rowmax_prev[row] = float(mag.max()) if mag.size else 0.0
+        if freq_hint is not None:
+            self._h[:, row] = freq_hint
 
     def execute(self, magnitude: np.ndarray, n: int | None = None, *, rows: slice | None = None,
-                advance: bool = True) -> np.ndarray:
+                advance: bool = True, freq_hint: np.ndarray | None = None) -> np.ndarray:
         """Take one magnitude frame per voice, return the phase of the output frame.
 
         Parameters
@@ -176,6 +179,11 @@ class RTPGHI:
         rows : slice, optional
             Process this contiguous range of rows instead (e.g. one voice being
             primed at note-on); ``magnitude`` is indexed with it too.
+        freq_hint : ndarray [like magnitude], optional
+            Known frequency (fractional bins) of each bin's spectral lobe, e.g.
+            where the engine's pitch stage moved a partial. Used for the
+            time-direction phase advance instead of the estimate from the
+            log-magnitude's frequency derivative (exact pitch, no estimator bias).
         advance : bool
             False leaves the shared history ring where it is (used while priming
             one voice whose history holds one repeated frame).
@@ -223,30 +231,36 @@ class RTPGHI:
             self._ring = r0
         np.multiply(fgrad, self._c_f, out=fgrad)
 
-        # ds/dm, centred inside, one-sided at the edges
-        dsdm = self._dsdm[sl]
-        np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
-        dsdm[:, 1:-1] *= 0.5
-        dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
-        dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
         tgrad = self._tgrad[sl]
-        np.multiply(dsdm, self._c_t, out=tgrad)
-        # at local maxima of s, the gradient estimate of the frequency is biased
-        # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
-        # estimate; their mean is accurate to ~1e-3 bin
-        curv = self._curv[sl]
-        np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
-        curv[:, 1:-1] += s_out[:, :-2]
-        pk = self._tmpb[sl]
-        pk[:, 0] = False
-        pk[:, -1] = False
-        np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
-        # vertex offset p = -ds/dm / curvature  (bins); as phase rate: 2 pi a p / L
-        np.divide(dsdm, np.where(pk, curv, -1.0), out=curv)
-        np.clip(curv, -1.0, 1.0, out=curv)
-        curv *= -TWO_PI * self.hop / self.n_fft
-        np.copyto(tgrad, 0.5 * (tgrad + curv), where=pk)
-        tgrad += self._bin_adv
+        if freq_hint is not None:
+            self._h[r0, sl] = freq_hint[sl]
+            hint = self._h[r0 if self.lookahead == 0 else r1, sl]
+            np.multiply(hint, TWO_PI * self.hop / self.n_fft, out=tgrad)
+        else:
+            # ds/dm, centred inside, one-sided at the edges
+            dsdm = self._dsdm[sl]
+            np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
+            dsdm[:, 1:-1] *= 0.5
+            dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
+            dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
+            tgrad = self._tgrad[sl]
+            np.multiply(dsdm, self._c_t, out=tgrad)
+            # at local maxima of s, the gradient estimate of the frequency is biased
+            # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
+            # estimate; their mean is accurate to ~1e-3 bin
+            curv = self._curv[sl]
+            np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
+            curv[:, 1:-1] += s_out[:, :-2]
+            pk = self._tmpb[sl]
+            pk[:, 0] = False
+            pk[:, -1] = False
+            np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
+            # vertex offset p = -ds/dm / curvature  (bins); as phase rate: 2 pi a p / L
+            np.divide(dsdm, np.where(pk, curv, -1.0), out=curv)
+            np.clip(curv, -1.0, 1.0, out=curv)
+            curv *= -TWO_PI * self.hop / self.n_fft
+            np.copyto(tgrad, 0.5 * (tgrad + curv), where=pk)
+            tgrad += self._bin_adv
 
         # significance against the two-frame maximum
         np.max(out_mag, axis=1, out=rowmax)
@@ -275,13 +289,21 @@ class RTPGHI:
         np.logical_not(sig, out=tmp)
         np.logical_or(start, tmp, out=start)
         np.logical_or(start[:, 1:], tmp[:, :-1], out=start[:, 1:])
+        # run starts (first bin of a run of significant bins, or insignificant)
+        rsb = self._rsb[sl]
+        rsb[:] = tmp
+        np.logical_or(rsb[:, 1:], tmp[:, :-1], out=rsb[:, 1:])
+        rsb[:, 0] = True
 
         # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
+        # (one cumulative sum over the flattened rows: only differences inside a
+        # row are used, and a 1-D cumsum is several times faster than axis=1)
         F = self._F[sl]
         F[:, 0] = 0.0
         np.add(fgrad[:, 1:], fgrad[:, :-1], out=F[:, 1:])
         F[:, 1:] *= 0.5
-        np.cumsum(F, axis=1, out=F)
+        Ff = F.reshape(-1)
+        np.cumsum(Ff, out=Ff)
 
         nb = n * B
         flat_mag = out_mag.reshape(-1)
@@ -295,8 +317,7 @@ class RTPGHI:
         # along time: as in the heap, it is reached along frequency from its
         # left neighbour, through the valley between them
         valid = np.maximum.reduceat(flat_prev, lstarts) > flat_mag[lstarts]
-        sigf = sig.reshape(-1)
-        run_start = ~sigf[lstarts] | ~sigf[lstarts - 1] | (lstarts % B == 0)
+        run_start = rsb.reshape(-1)[lstarts]
         keep = valid | run_start
         seg_lobe = np.flatnonzero(keep)  # first lobe of each segment
         segstarts = lstarts[seg_lobe]
@@ -306,13 +327,15 @@ class RTPGHI:
         # whole segment when it holds no time-entered lobe
         # where both frames agree the time derivative is most reliable: the
         # anchor is the bin with the largest geometric mean of the two frames
-        key = np.sqrt(flat_mag * flat_prev)
+        key = flat_mag * flat_prev  # (same argmax as the geometric mean)
         seg_valid = valid[seg_lobe][seg]
         np.copyto(key, flat_mag, where=~seg_valid)
         key[(lid != seg_lobe[seg]) & seg_valid] = -1.0
         segmax = np.maximum.reduceat(key, segstarts)
         is_anchor = key == segmax[seg]
-        anchor_pos = np.maximum.reduceat(np.where(is_anchor, self._flat_idx[:nb], self._minus1[:nb]), segstarts)
+        anchors = np.flatnonzero(is_anchor)
+        anchor_pos = np.empty(segstarts.shape[0], np.int64)
+        anchor_pos[seg[anchors]] = anchors  # ties: any one of them
         flat_F = F.reshape(-1)
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
         out = self.out_phase[sl]
@@ -321,7 +344,7 @@ class RTPGHI:
 
         # negligible bins: random phase
         rand = self._rand[sl]
-        self._rng.random(out=rand)
+        self._rng.random(out=rand, dtype=np.float32)
         rand *= TWO_PI
         np.copyto(out, rand, where=~sig)
 

@@ -119,14 +119,6 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     return c * bin_hz
 
 
-def _keys(d: np.ndarray) -> np.ndarray:
-    """Keys cubic (Catmull-Rom, a = -0.5) kernel at distances ``0 <= d < 2``."""
-    d = np.abs(d)
-    near = ((1.5 * d - 2.5) * d) * d + 1.0
-    far = ((-0.5 * d + 2.5) * d - 4.0) * d + 2.0
-    return np.where(d <= 1.0, near, np.where(d < 2.0, far, 0.0))
-
-
 class PitchStage:
     """Per-hop plan: decoded frames [n_decodes, n_bins] -> per-voice frames [voices, n_bins].
 
@@ -152,14 +144,29 @@ class PitchStage:
         self._bins = np.arange(n_bins, dtype=np.float64)
         self._row_off = (np.arange(n_voices) * n_bins)[:, None]
         self._t = np.zeros((n_voices, n_bins))
-        self._logm = np.zeros(n_bins)
+        self._I = np.zeros((n_voices, n_bins))
+        self._f = np.zeros((n_voices, n_bins))
+        self._w = np.zeros((n_voices, n_bins))
+        self._j = np.zeros((n_voices, n_bins), np.int64)
+        self._acc32 = np.zeros((n_voices, n_bins), np.float32)
+        self._bins_tiled = np.tile(self._bins, n_voices)
+        self._frame_id = 0
+        self._key = None
+        self.moves = 0  # bumped by the engine when voice rows move
+        self.freq = np.zeros((n_voices, n_bins))  # lobe frequency per output bin (bins)
         self._acc = np.zeros((n_voices, n_bins))
         self._bins_i = np.arange(n_bins, dtype=np.int64)
         self._tapsrc = {tap: np.clip(self._bins_i + tap, 0, n_bins - 1) for tap in (-1, 0, 1, 2)}
+        self.analyse(np.zeros(n_bins))
 
     def analyse(self, mag: np.ndarray) -> np.ndarray:
-        """Per-bin peak position of its lobe (fractional model bins) for one frame."""
+        """Prepare a new decoded frame; return each bin's lobe peak (fractional model bins).
+
+        Also caches what :meth:`process` needs per frame (log magnitudes of the
+        interpolation taps, edge masks), so per-hop work is only per voice.
+        """
         n = self.n_bins
+        mag = np.asarray(mag, dtype=np.float64)
         start = np.zeros(n, bool)
         start[0] = True
         start[1:-1] = (mag[1:-1] < mag[:-2]) & (mag[1:-1] <= mag[2:])
@@ -170,17 +177,29 @@ class PitchStage:
         is_peak = mag == segmax[lid]
         pk = np.maximum.reduceat(np.where(is_peak, np.arange(n), -1), starts)
         pos = peak_positions(mag, pk)
-        # a lobe whose maximum sits on its edge (monotone run) moves as a block from its max
-        return pos[lid]
+        peaks = pos[lid]
+        # per-frame interpolation data
+        self._mag = mag.copy()
+        logm = np.log(np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30)))
+        self._ltap = [logm[self._tapsrc[t]][None, :] for t in (-1, 0, 1, 2)]
+        m0 = mag[self._tapsrc[0]]
+        m1 = mag[self._tapsrc[1]]
+        lo = np.minimum(mag[self._tapsrc[-1]], mag[self._tapsrc[2]])
+        self._edge = (lo < 1e-2 * np.maximum(m0, m1))[None, :]
+        self._m0 = m0[None, :]
+        self._dm = (m1 - m0)[None, :]
+        self._cap = (1.2 * np.maximum(m0, m1))[None, :]
+        self._frame_id += 1
+        return peaks
 
     def process(self, mag: np.ndarray, peaks: np.ndarray, ratio: np.ndarray, offset: np.ndarray,
                 n: int, wrap: bool = False) -> np.ndarray:
-        """Move one frame for voices ``0..n-1``.
+        """Move the frame last given to :meth:`analyse` for voices ``0..n-1``.
 
         Parameters
         ----------
         mag : ndarray [n_bins]
-            Decoded (model) frame shared by the voices.
+            Decoded (model) frame shared by the voices (the one analysed).
         peaks : ndarray [n_bins]
             :meth:`analyse` of ``mag``.
         ratio : ndarray [>= n]
@@ -188,52 +207,77 @@ class PitchStage:
             (already including ``bin_ratio``).
         offset : ndarray [>= n]
             Per-voice additive shift in output bins.
-        Returns ``self.out[:n]``: bin ``k`` of lobe with peak ``p`` lands at
-        ``k + p*(ratio - 1) + offset``.
+
+        Returns ``self.out[:n]``: bin ``k`` of a lobe with peak ``p`` lands at
+        ``k + p*(ratio - 1) + offset``. ``self.freq[:n]`` holds, per output bin,
+        the (fractional) bin its lobe's peak was moved to: the exact frequency
+        the phase stage should give that lobe (its ``freq_hint``).
+        Nothing is recomputed when frame, voices and pitches are unchanged.
         """
         B = self.n_bins
         out = self.out[:n]
-        out[:] = 0.0
         if n == 0:
             return out
-        t = self._t[:n]
-        np.multiply(peaks[None, :], (ratio[:n] - 1.0)[:, None], out=t)
-        t += offset[:n, None]
-        t += self._bins
-        # Lobe translation by t - k = delta: output bin k + I (I = ceil(delta)) takes
-        # the lobe's value at source position k + f, f = I - delta in [0, 1),
-        # interpolated with a Keys cubic on *log* magnitude (near its peak a
-        # window's main lobe is close to a parabola in log, which the cubic
-        # reproduces exactly), then summed in linear magnitude.
-        delta = t - self._bins
-        I = np.ceil(delta)
-        f = I - delta
-        logm = self._logm
-        np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30), out=logm)
-        np.log(logm, out=logm)
+        key = (self._frame_id, n, bool(wrap), ratio[:n].tobytes(), offset[:n].tobytes(), self.moves)
+        if key == self._key:
+            return out
+        self._key = key
+        out[:] = 0.0
+        # Lobe translation by delta = p*(ratio-1) + offset: output bin k + I
+        # (I = ceil(delta)) takes the lobe's value at source position k + f,
+        # f = I - delta in [0, 1), interpolated with a Keys cubic on *log*
+        # magnitude (near its peak a window's main lobe is close to a parabola
+        # in log, which the cubic reproduces exactly), then summed in linear
+        # magnitude. Lobe edges (a tap near zero) use linear interpolation.
+        delta = self._t[:n]
+        np.multiply(peaks[None, :], (ratio[:n] - 1.0)[:, None], out=delta)
+        delta += offset[:n, None]
+        I = self._I[:n]
+        np.ceil(delta, out=I)
+        f = self._f[:n]
+        np.subtract(I, delta, out=f)
         acc = self._acc[:n]
-        acc[:] = 0.0
-        for tap, d in ((-1, 1.0 + f), (0, f), (1, 1.0 - f), (2, 2.0 - f)):
-            acc += _keys(d) * logm[self._tapsrc[tap]][None, :]
-        np.exp(acc, out=acc)
-        # where a tap is (near) zero the log cubic overshoots: use linear
-        # interpolation of the magnitude there (lobe edges, exact zeros)
-        m0 = mag[self._tapsrc[0]]
-        m1 = mag[self._tapsrc[1]]
-        lo = np.minimum(mag[self._tapsrc[-1]], mag[self._tapsrc[2]])
-        edge = lo < 1e-2 * np.maximum(m0, m1)
-        lin = m0[None, :] * (1.0 - f) + m1[None, :] * f
-        np.copyto(acc, lin, where=edge[None, :])
-        np.minimum(acc, 1.2 * np.maximum(m0, m1)[None, :], out=acc)
-        j = I.astype(np.int64)
+        w = self._w[:n]
+        l_m1, l_0, l_1, l_2 = self._ltap
+        # Keys (a = -0.5) weights for taps k-1, k, k+1, k+2 at fraction f
+        np.multiply(f, -0.5, out=w); w += 1.0; w *= f; w -= 0.5; w *= f          # noqa: E702
+        np.multiply(w, l_m1, out=acc)
+        np.multiply(f, 1.5, out=w); w -= 2.5; w *= f; w *= f; w += 1.0          # noqa: E702
+        acc += w * l_0
+        np.multiply(f, -1.5, out=w); w += 2.0; w *= f; w += 0.5; w *= f         # noqa: E702
+        acc += w * l_1
+        np.multiply(f, 0.5, out=w); w -= 0.5; w *= f; w *= f                    # noqa: E702
+        acc += w * l_2
+        acc32 = self._acc32[:n]
+        np.copyto(acc32, acc, casting="same_kind")
+        np.exp(acc32, out=acc32)
+        np.copyto(acc, acc32)
+        np.multiply(f, self._dm, out=w)
+        w += self._m0
+        np.copyto(acc, w, where=self._edge)
+        np.minimum(acc, self._cap, out=acc)
+        j = self._j[:n]
+        np.copyto(j, I, casting="unsafe")
         j += self._bins_i
         if wrap:
             np.mod(j, B, out=j)
             ok = np.ones(j.shape, bool)
         else:
             ok = (j >= 0) & (j < B)
-        idx = (j + self._row_off[:n])[ok]
+        j += self._row_off[:n]
+        idx = j[ok]
         flat = self._flat[: n * B]
-        flat += np.bincount(idx, acc[ok], minlength=n * B)[: n * B]
-        np.maximum(out, 0.0, out=out)
+        wt = acc[ok]
+        flat += np.bincount(idx, wt, minlength=n * B)[: n * B]
+        # frequency of each output bin's lobe (output bins): where the lobe's
+        # peak was moved to, weighted by contribution where lobes overlap
+        p_out = delta
+        p_out += peaks[None, :]
+        if wrap:
+            np.mod(p_out, B, out=p_out)
+        fw = np.bincount(idx, wt * p_out[ok], minlength=n * B)[: n * B]
+        freq = self.freq[:n].reshape(-1)
+        np.divide(fw, flat, out=freq, where=flat > 0.0)
+        empty = flat <= 0.0
+        freq[empty] = self._bins_tiled[: n * B][empty]
         return out
