@@ -107,12 +107,11 @@ def measure(model: str, trials: int, label: str, mapping: Path) -> dict:
             time.sleep(0.3 + rng.random() * 0.05)  # random phase against hops and periods
             i0 = probe.send(bytes([0x90, 69, 100]))
             wait_for(lambda: probe.pos > i0 + RATE // 4, 5, 0.005, "recording after the note")
-            if np.abs(probe.data[max(0, i0 - PERIOD):i0]).max() > THRESHOLD:
-                skipped += 1  # not silent before the note: the trial would read 0 ms
-                continue
             seg = np.abs(probe.data[i0:i0 + RATE // 4])
             hit = np.flatnonzero(seg > THRESHOLD)
-            if len(hit):
+            if np.abs(probe.data[max(0, i0 - PERIOD):i0]).max() > THRESHOLD:
+                skipped += 1  # not silent before the note: the trial would read 0 ms
+            elif len(hit):
                 lat.append(1e3 * hit[0] / RATE)
             probe.send(bytes([0x80, 69, 0]))
             time.sleep(0.7)  # release to silence
