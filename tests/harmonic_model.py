@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_harmonic_decoder", "harmonic_amplitudes", "hann_lobe_basis", "midi_to_hz"]
+__all__ = ["build_harmonic_decoder", "harmonic_amplitudes", "hann_lobe_basis", "midi_to_hz",
+           "measure_f0", "cents", "rms_dbfs", "rms_modulation"]
 
 REFERENCE_NOTE = 60
 
@@ -168,3 +169,38 @@ def build_harmonic_decoder(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+# ---------------------------------------------------------------- measurement helpers
+def measure_f0(y: np.ndarray, sample_rate: float, guess_hz: float, *, search: float = 0.2) -> float:
+    """Frequency (Hz) of the strongest peak within ``guess_hz * (1 +/- search)``.
+
+    Zero-padded Hann-windowed FFT (2**22 points) with parabolic interpolation on
+    the log magnitude: resolution far below a cent for a second of audio.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n_fft = 1 << 22
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size), n_fft))
+    freqs = np.arange(spec.size) * sample_rate / n_fft
+    band = np.flatnonzero((freqs > guess_hz * (1 - search)) & (freqs < guess_hz * (1 + search)))
+    i = band[np.argmax(spec[band])]
+    a, b, c = np.log(spec[i - 1:i + 2] + 1e-300)
+    return float((i + 0.5 * (a - c) / (a - 2 * b + c)) * sample_rate / n_fft)
+
+
+def cents(f: float, ref: float) -> float:
+    return float(1200.0 * np.log2(f / ref))
+
+
+def rms_dbfs(y: np.ndarray) -> float:
+    r = float(np.sqrt(np.mean(np.square(np.asarray(y, dtype=np.float64))))) if len(y) else 0.0
+    return 20.0 * np.log10(r) if r > 0 else float("-inf")
+
+
+def rms_modulation(y: np.ndarray, window: int, step: int = 256) -> float:
+    """(max - min) / mean of the moving RMS over ``window`` samples."""
+    y = np.asarray(y, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(y * y)])
+    ms = (c[window::step] - c[:-window:step][: len(c[window::step])]) / window
+    r = np.sqrt(ms)
+    return float((r.max() - r.min()) / r.mean())
