@@ -185,6 +185,8 @@ class VoiceBank:
                         self._release(v, self.env.release_ms)
 
     def all_notes_off(self) -> None:
+        """Release every voice (pedal too); voices already releasing slowly get
+        the current release time if it is shorter."""
         self.sustain = False
         for i in range(self.n_active):
             v = self.voices[i]
@@ -192,6 +194,8 @@ class VoiceBank:
             v.sustained = False
             if v.stage < RELEASE:
                 self._release(v, self.env.release_ms)
+            elif v.stage == RELEASE:
+                v.release_ms = min(v.release_ms, self.env.release_ms)
 
     def set_polyphony(self, n: int) -> None:
         self.polyphony = n
