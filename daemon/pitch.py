@@ -74,8 +74,8 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
                 n_harmonics: int = 6) -> float:
     """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
 
-    A harmonic-product score (sum of log magnitudes at the first ``n_harmonics``
-    multiples, each taken as the maximum over +/-1 bin) picks a coarse f0 on a
+    A harmonic-product score (sum of log magnitudes, linearly interpolated, at
+    the first ``n_harmonics`` multiples) picks a coarse f0 on a
     quarter-bin grid between ``fmin`` and ``fmax``; it is refined by a weighted
     fit through the interpolated peaks of the harmonics that are present.
     """
@@ -84,9 +84,6 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     peak = float(mag.max()) if n else 0.0
     if not np.isfinite(peak) or peak <= 0.0:
         return 0.0
-    dmax = mag.copy()
-    np.maximum(dmax[1:], mag[:-1], out=dmax[1:])
-    np.maximum(dmax[:-1], mag[1:], out=dmax[:-1])
     eps = peak * 1e-3
     c_lo = max(fmin / bin_hz, 2.0)
     c_hi = min(fmax / bin_hz, (n - 2) / 1.0)
@@ -94,9 +91,13 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
         return 0.0
     grid = np.arange(c_lo, c_hi, 0.25)
     h = np.arange(1, n_harmonics + 1)
-    pos = np.rint(grid[:, None] * h[None, :]).astype(np.int64)
-    inside = pos < n
-    vals = np.where(inside, dmax[np.minimum(pos, n - 1)], 0.0)
+    pos = grid[:, None] * h[None, :]
+    inside = pos < n - 1
+    pos = np.minimum(pos, n - 1.001)
+    i0 = pos.astype(np.int64)
+    frac = pos - i0
+    vals = mag[i0] * (1.0 - frac) + mag[i0 + 1] * frac  # linear interpolation at h*c
+    vals = np.where(inside, vals, 0.0)
     score = np.log(vals + eps).sum(axis=1)
     c0 = grid[int(np.argmax(score))]
     # refine on harmonic peaks
