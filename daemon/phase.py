@@ -389,7 +389,10 @@ def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
     n_frames = mag.shape[0]
     plan = RTPGHI(n_fft, hop_length, 1, lookahead, seed=seed)
     ola = OverlapAdd(n_fft, hop_length, 1)
-    spec = np.zeros((1, n_bins), np.complex128)
+    spec = np.zeros((1, n_bins), np.complex64)
+    ph32 = np.zeros((1, n_bins), np.float32)
+    re = np.zeros((1, n_bins), np.float32)
+    im = np.zeros((1, n_bins), np.float32)
     total = (n_frames - 1) * hop_length + n_fft
     # streaming emits hop samples per frame; the first output sample of frame k
     # appears after pushing it, at stream position k*hop.
@@ -405,9 +408,13 @@ def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
         else:
             frame = zero
         phase = plan.execute(frame)
-        np.cos(phase, out=spec.real)
-        np.sin(phase, out=spec.imag)
-        spec *= plan.out_mag
+        np.copyto(ph32, phase, casting="same_kind")
+        np.cos(ph32, out=re)
+        np.sin(ph32, out=im)
+        re *= plan.out_mag
+        im *= plan.out_mag
+        spec.real = re
+        spec.imag = im
         y[pos:pos + hop_length] = ola.push(spec)
         pos += hop_length
     # OverlapAdd emits the first hop of a frame right after it is pushed, so
