@@ -10,15 +10,22 @@ The only module of ``daemon`` that imports ``rtmidi``. It keeps
 - one ``rtmidi.MidiIn`` per opened source port, plus one virtual input port
   (named ``CANNe``) where the OS allows it (not on Windows).
 
-The rtmidi callback runs on the backend's thread (inside JACK's process
-callback with the JACK API). It only appends ``(bytes, port_index)`` to a
-bounded ``collections.deque``; clock, active sensing and sysex are filtered out
-in C before it is called. Parsing (``mido``), validation and coalescing happen
-in :meth:`MidiInput.drain`, called from the control thread.
+No Python runs on the MIDI backend's thread. With the JACK API that thread is
+JACK's process thread: a Python callback there must take the GIL, and while the
+audio callback or the control loop holds it, the MIDI client misses its
+deadline and the whole JACK graph xruns (measured in a 1 kHz CC flood: 262 of
+~700 JACK xruns were the rtmidi client "not finished"). So no callback is set:
+rtmidi queues incoming messages in its own C++ ring (``queue_size_limit``),
+clock, active sensing and sysex are filtered in C before they are queued, and
+the control thread moves them with ``get_message()`` (:meth:`MidiInput.pump`,
+called by :meth:`MidiInput.drain`) into a bounded ``collections.deque``.
+Parsing (``mido``), validation and coalescing happen in ``drain``.
 
 Overflow policy: the deque has a fixed length; under a flood the oldest raw
 messages are dropped (counted in ``dropped``) so that the newest controller
-state always wins and memory stays bounded.
+state always wins and memory stays bounded. rtmidi's own ring, emptied every
+2 ms by the control loop, only fills if the control thread stalls; then rtmidi
+drops the newest messages.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ API_NAMES = {
     "coremidi": "API_MACOSX_CORE",
     "windows": "API_WINDOWS_MM",
 }
+
+#: Capacity of rtmidi's own C++ queue per input (messages).
+RTMIDI_QUEUE = 8192
 
 #: Port-name fragments that are never a hardware controller (default selection skips them).
 NOT_HARDWARE = ("through", "canne", "rtmidi", "portaudio")
@@ -119,7 +129,7 @@ def select_ports(ports: Iterable[str], patterns: Iterable[str]) -> list[str]:
 class MidiCounters:
     """Plain integer counters, written by one thread each (no locks needed)."""
 
-    received: int = 0  # raw messages appended by rtmidi callbacks
+    received: int = 0  # raw messages taken from rtmidi
     dropped: int = 0  # raw messages lost to the bounded queue (oldest first)
     invalid: int = 0  # raw messages mido could not parse
     coalesced: int = 0  # CC messages replaced by a newer value of the same CC in one drain
@@ -150,8 +160,8 @@ class MidiInput:
     maxlen : int
         Capacity of the raw queue (messages).
 
-    Threading: :meth:`poll` and :meth:`drain` are called from one control
-    thread; the rtmidi callbacks only append to the deque.
+    Threading: :meth:`poll`, :meth:`pump` and :meth:`drain` are called from one
+    control thread; rtmidi's backend thread runs no Python.
     """
 
     def __init__(
@@ -174,8 +184,8 @@ class MidiInput:
         self._monitor = None
         self._virtual = None
         self._open: dict[str, _OpenPort] = {}
-        self._callbacks: dict[int, Callable] = {}
-        self._lock = threading.Lock()  # guards open/close only, never taken by callbacks
+        self._inputs: list = []  # every armed rtmidi.MidiIn, pumped by the control thread
+        self._lock = threading.Lock()  # guards open/close only
         self.on_reconnect: Callable[[str], None] | None = None
 
     # -- life cycle -------------------------------------------------------
@@ -186,7 +196,8 @@ class MidiInput:
         if self.want_virtual:
             rtmidi = _rtmidi()
             try:
-                vin = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name)
+                vin = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
+                                    queue_size_limit=RTMIDI_QUEUE)
                 self._arm(vin, tag=0)
                 vin.open_virtual_port("in" if self.api == "jack" else self.virtual_name)
                 self._virtual = vin
@@ -201,6 +212,7 @@ class MidiInput:
             for port in list(self._open.values()):
                 self._close_port(port)
             self._open.clear()
+            self._inputs = []
             for obj in (self._virtual, self._monitor):
                 if obj is not None:
                     try:
@@ -269,24 +281,32 @@ class MidiInput:
 
     def _arm(self, midi_in, *, tag: int) -> None:
         midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
-        queue = self.queue
-        counters = self.counters
-        maxlen = self.maxlen
+        self._inputs = [*self._inputs, midi_in]  # copy-on-write: pump() iterates a snapshot
 
-        def callback(event, data=None, _q=queue, _c=counters, _m=maxlen, _t=tag):
-            # Runs on the MIDI backend's thread: append only. No parsing, no logging.
-            if len(_q) >= _m:
-                _c.dropped += 1
-            _q.append((event[0], _t))
-            _c.received += 1
-
-        self._callbacks[tag] = callback  # keep a reference while the port is open
-        midi_in.set_callback(callback)
+    def pump(self) -> int:
+        """Move every message rtmidi has queued into the bounded deque; return how many."""
+        q, c, maxlen = self.queue, self.counters, self.maxlen
+        n = 0
+        for midi_in in self._inputs:
+            while True:
+                try:
+                    event = midi_in.get_message()
+                except Exception:
+                    break  # a port closed under us; the next poll() tidies up
+                if event is None:
+                    break
+                if len(q) >= maxlen:
+                    c.dropped += 1
+                q.append((event[0], 0))
+                n += 1
+        c.received += n
+        return n
 
     def _open_port(self, name: str, index: int) -> _OpenPort | None:
         rtmidi = _rtmidi()
         try:
-            midi_in = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name)
+            midi_in = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
+                                    queue_size_limit=RTMIDI_QUEUE)
             tag = id(midi_in) & 0x7FFFFFFF
             self._arm(midi_in, tag=tag)
             midi_in.open_port(index, name="in")
@@ -296,13 +316,12 @@ class MidiInput:
             return None
 
     def _close_port(self, port: _OpenPort) -> None:
+        self._inputs = [m for m in self._inputs if m is not port.midi_in]
         try:
-            port.midi_in.cancel_callback()
             port.midi_in.close_port()
             port.midi_in.delete()
         except Exception:
             pass
-        self._callbacks.pop(port.tag, None)
 
     # -- parsing -------------------------------------------------------------
     def drain(
@@ -320,6 +339,7 @@ class MidiInput:
         call per batch instead of hundreds); relative encoders must return
         false so no increment is lost.
         """
+        self.pump()
         q = self.queue
         out: list[mido.Message] = []
         last_cc: dict[tuple[int, int], int] = {}

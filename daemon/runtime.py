@@ -8,7 +8,8 @@ Threads in the instrument process
 ---------------------------------
 - **audio** (PortAudio/JACK): :class:`daemon.audio_output.AudioOutput` pulls
   ``engine.render`` per block. Nothing else happens there.
-- **MIDI backend** (rtmidi/JACK): appends raw bytes to a bounded deque.
+- **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
+  Python runs there (the control loop pumps them out every 2 ms).
 - **main / control**: everything else, in one loop that sleeps 2 ms per turn —
   drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every second
   poll the MIDI ports (reconnect), the mapping file (hot reload), write the
@@ -189,7 +190,7 @@ class Instrument:
         ticks = 0
         while not self.stop_requested:
             time.sleep(period)
-            if midi.queue:
+            if midi.pump() or midi.queue:
                 for msg in midi.drain(coalesce=self._coalesce):
                     try:
                         mapper.handle(msg)

@@ -59,20 +59,25 @@ def test_cc_flood_is_coalesced_to_the_newest_value_per_absolute_cc():
     assert m.counters.coalesced == 2 * 999
 
 
-def test_bounded_queue_drops_oldest_under_flood():
+class QueuedPort:
+    """Stands in for an rtmidi.MidiIn whose C++ queue holds ``messages`` (no MIDI system needed)."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+
+    def ignore_types(self, **kw):
+        self.ignored = kw
+
+    def get_message(self):
+        return (self.messages.pop(0), 0.0) if self.messages else None
+
+
+def test_pump_filters_in_rtmidi_and_bounds_the_queue_dropping_oldest():
     m = MidiInput(maxlen=64)
-    cb_holder = {}
-
-    class FakePort:  # only to capture the callback MidiInput arms; no MIDI system needed
-        def ignore_types(self, **kw):
-            pass
-
-        def set_callback(self, cb):
-            cb_holder["cb"] = cb
-
-    m._arm(FakePort(), tag=1)
-    for i in range(1000):
-        cb_holder["cb"](([0xB0, 21, i % 128], 0.0))
+    port = QueuedPort([[0xB0, 21, i % 128] for i in range(1000)])
+    m._arm(port, tag=1)
+    assert port.ignored == {"sysex": True, "timing": True, "active_sense": True}
+    assert m.pump() == 1000
     assert len(m.queue) == 64
     assert m.counters.dropped == 1000 - 64 and m.counters.received == 1000
     msgs = m.drain()
@@ -128,7 +133,8 @@ def test_jack_port_is_received_lost_and_reconnected(jack_env):
         sender.note_on(60, 100)
         sender.send(0xF8)  # clock: filtered before the callback
         sender.cc(21, 5)
-        got = wait_for(lambda: len(m.queue) >= 2 and m.drain(), 5, 0.02, "two messages")
+        got = []
+        wait_for(lambda: got.extend(m.drain()) or len(got) >= 2, 5, 0.02, "two messages")
         assert [x.type for x in got] == ["note_on", "control_change"]
 
         sender.close()  # the controller is unplugged
