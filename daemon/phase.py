@@ -55,6 +55,7 @@ __all__ = ["RTPGHI", "reconstruct", "stft_magnitude", "HANN_GAMMA"]
 
 HANN_GAMMA = 0.25645  # lambda = HANN_GAMMA * L**2 for the Hann window
 TWO_PI = 2.0 * math.pi
+_RAND_EXTRA = 1 << 16
 
 
 class RTPGHI:
@@ -117,14 +118,15 @@ class RTPGHI:
         self._F = np.zeros((V, B), f8)
         self._curv = np.zeros((V, B), f4)
         self._phi_t = np.zeros((V, B), f8)
-        self._rand = np.zeros((V, B), f4)
+        self._rand_table = (self._rng.random(V * B + _RAND_EXTRA, dtype=np.float32) * TWO_PI).astype(f4)
+        self._rand_off = 0
         self._rsb = np.zeros((V, B), bool)
         self._sig = np.zeros((V, B), bool)
         self._start = np.zeros((V, B), bool)
         self._tmpb = np.zeros((V, B), bool)
         self._seg = np.zeros(V * B, np.int64)
         self._rowmax = np.zeros(V, f4)
-        self.out_mag = np.zeros((V, B), f4)
+        self.out_mag = self._m[0]  # view of the output frame's slot, set by execute
         self.out_phase = np.zeros((V, B), f8)
         for v in range(V):
             self.reset(v)
@@ -146,7 +148,7 @@ class RTPGHI:
         self._phase[dst] = self._phase[src]
         self._tgrad_prev[dst] = self._tgrad_prev[src]
         self._rowmax_prev[dst] = self._rowmax_prev[src]
-        self.out_mag[dst] = self.out_mag[src]
+        self._h[:, dst] = self._h[:, src]
 
     # ------------------------------------------------------------------ per frame
     def prime(self, row: int, magnitude: np.ndarray, count: int, freq_hint: np.ndarray | None = None) -> None:
@@ -211,7 +213,6 @@ class RTPGHI:
         s2 = self._s[r2, sl]
 
         fgrad = self._fgrad[sl]
-        out_mag = self.out_mag[sl]
         rowmax = self._rowmax[sl]
         self._m[r0, sl] = magnitude[sl]
         if self.lookahead == 0:
@@ -219,14 +220,15 @@ class RTPGHI:
             # first-order backward difference: measured better than the
             # second-order one (3 s_n - 4 s_n-1 + s_n-2)/2 on onsets and chirps
             np.subtract(s_new, s1, out=fgrad)
-            out_mag[:] = magnitude[sl]
+            self.out_mag = self._m[r0]
             prev_mag = self._m[r1, sl]
         else:
             s_out = s1
             np.subtract(s_new, s2, out=fgrad)
             fgrad *= 0.5
-            out_mag[:] = self._m[r1, sl]
+            self.out_mag = self._m[r1]
             prev_mag = self._m[r2, sl]
+        out_mag = self.out_mag[sl]
         if advance:
             self._ring = r0
         np.multiply(fgrad, self._c_f, out=fgrad)
@@ -267,8 +269,7 @@ class RTPGHI:
         thr = np.maximum(rowmax, self._rowmax_prev[sl])
         self._rowmax_prev[sl] = rowmax
         sig = self._sig[sl]
-        np.greater(out_mag, (self.tol * thr)[:, None], out=sig)
-        np.logical_and(sig, out_mag > 0.0, out=sig)
+        np.greater(out_mag, (self.tol * thr)[:, None], out=sig)  # (all False if thr == 0)
 
         # time integration for every bin (used at the anchors)
         phi_t = self._phi_t[sl]
@@ -277,23 +278,21 @@ class RTPGHI:
         phi_t *= 0.5
         phi_t += phase
 
-        # lobe segmentation: a new segment starts at bin 0, at a valley, at or
-        # after an insignificant bin
+        # segmentation: a segment starts at bin 0, where significance changes
+        # (a run of negligible bins is one segment: its phases are random
+        # anyway) and at a valley inside a significant run
         start = self._start[sl]
+        rsb = self._rsb[sl]  # run starts
         tmp = self._tmpb[sl]
-        start[:, 0] = True
+        np.not_equal(sig[:, 1:], sig[:, :-1], out=rsb[:, 1:])
+        rsb[:, 0] = True
         np.less(out_mag[:, 1:-1], out_mag[:, :-2], out=start[:, 1:-1])
         np.less_equal(out_mag[:, 1:-1], out_mag[:, 2:], out=tmp[:, 1:-1])
         np.logical_and(start[:, 1:-1], tmp[:, 1:-1], out=start[:, 1:-1])
+        start[:, 0] = False
         start[:, -1] = out_mag[:, -1] < out_mag[:, -2]
-        np.logical_not(sig, out=tmp)
-        np.logical_or(start, tmp, out=start)
-        np.logical_or(start[:, 1:], tmp[:, :-1], out=start[:, 1:])
-        # run starts (first bin of a run of significant bins, or insignificant)
-        rsb = self._rsb[sl]
-        rsb[:] = tmp
-        np.logical_or(rsb[:, 1:], tmp[:, :-1], out=rsb[:, 1:])
-        rsb[:, 0] = True
+        np.logical_and(start, sig, out=start)
+        np.logical_or(start, rsb, out=start)
 
         # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
         # (one cumulative sum over the flattened rows: only differences inside a
@@ -343,10 +342,13 @@ class RTPGHI:
         np.add(flat_F, offset[seg], out=flat_out)
 
         # negligible bins: random phase
-        rand = self._rand[sl]
-        self._rng.random(out=rand, dtype=np.float32)
-        rand *= TWO_PI
-        np.copyto(out, rand, where=~sig)
+        # (a seeded table read at a moving offset: no generator call per frame)
+        off = self._rand_off
+        self._rand_off = (off + 7919) % _RAND_EXTRA
+        rand = self._rand_table[off:off + nb].reshape(n, B)
+        nsig = self._tmpb[sl]
+        np.logical_not(sig, out=nsig)
+        np.copyto(out, rand, where=nsig)
 
         # wrap to (-pi, pi] and keep as state
         np.subtract(out, TWO_PI * np.round(out / TWO_PI), out=out)

@@ -60,8 +60,7 @@ def peak_positions(mag: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """
     n = mag.shape[-1]
     i = np.clip(idx, 1, n - 2)
-    s = _log(mag)
-    sl, s0, sr = s[..., i - 1], s[..., i], s[..., i + 1]
+    sl, s0, sr = _log(mag[..., i - 1]), _log(mag[..., i]), _log(mag[..., i + 1])
     curv = sl - 2.0 * s0 + sr
     grad = 0.5 * (sr - sl)
     par = np.where(curv < -1e-12, -grad / np.where(curv < -1e-12, curv, -1.0), 0.0)
@@ -244,11 +243,14 @@ class PitchStage:
         np.multiply(f, -0.5, out=w); w += 1.0; w *= f; w -= 0.5; w *= f          # noqa: E702
         np.multiply(w, l_m1, out=acc)
         np.multiply(f, 1.5, out=w); w -= 2.5; w *= f; w *= f; w += 1.0          # noqa: E702
-        acc += w * l_0
+        np.multiply(w, l_0, out=w)
+        acc += w
         np.multiply(f, -1.5, out=w); w += 2.0; w *= f; w += 0.5; w *= f         # noqa: E702
-        acc += w * l_1
+        np.multiply(w, l_1, out=w)
+        acc += w
         np.multiply(f, 0.5, out=w); w -= 0.5; w *= f; w *= f                    # noqa: E702
-        acc += w * l_2
+        np.multiply(w, l_2, out=w)
+        acc += w
         acc32 = self._acc32[:n]
         np.copyto(acc32, acc, casting="same_kind")
         np.exp(acc32, out=acc32)
@@ -278,7 +280,7 @@ class PitchStage:
             np.mod(p_out, B, out=p_out)
         fw = np.bincount(idx, wt * p_out[ok], minlength=n * B)[: n * B]
         freq = self.freq[:n].reshape(-1)
-        np.divide(fw, flat, out=freq, where=flat > 0.0)
-        empty = flat <= 0.0
-        freq[empty] = self._bins_tiled[: n * B][empty]
+        filled = flat > 0.0
+        np.copyto(freq, self._bins_tiled[: n * B])
+        np.divide(fw, flat, out=freq, where=filled)
         return out
