@@ -158,7 +158,8 @@ class _Core:
         stats.decodes += 1
         mag = self.mag
         mag[:] = self.frame[0]
-        np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        if not np.isfinite(mag).all():
+            np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         np.clip(mag, 0.0, 1e6, out=mag)
         self.peaks[:] = self.pitch.analyse(mag)
         self.f0 = -1.0  # estimated on demand (tuned mode)
