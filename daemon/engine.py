@@ -361,6 +361,11 @@ class Engine:
         return self._core.hop * (1 + self.lookahead)
 
     @property
+    def idle(self) -> bool:
+        """True when no voice sounds (or fades) and no control event is pending."""
+        return not self._events and self._core.voices.n_active == 0 and not self._old
+
+    @property
     def params(self) -> dict:
         """Current values of the ``set_param`` parameters (a copy; applied ones)."""
         return dict(self._params)

@@ -109,7 +109,7 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         while pos < limit:
             chunks.append(engine.render(hop))
             pos += hop
-            if engine.stats.active_voices == 0 and not engine._events:
+            if engine.idle:
                 chunks.append(engine.render(engine.model.n_fft))
                 break
     finally:
