@@ -73,32 +73,48 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
                 n_harmonics: int = 6) -> float:
     """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
 
-    A harmonic-product score (sum of log magnitudes, linearly interpolated, at
-    the first ``n_harmonics`` multiples) picks a coarse f0 on a
-    quarter-bin grid between ``fmin`` and ``fmax``; it is refined by a weighted
-    fit through the interpolated peaks of the harmonics that are present.
+    Coarse f0 by subharmonic summation on a 5-cent grid between ``fmin`` and
+    ``fmax``: the square-root-compressed spectrum (max over +/-1 bin, linearly
+    interpolated) is summed at the first ``n_harmonics`` multiples with weights
+    ``0.84**(h-1)`` (lower candidates explain the same partials with smaller
+    weights, so the true f0 wins over its subharmonics); an octave check moves up
+    an octave while the odd harmonics hold less than half the even ones' weight.
+    Refined by a weighted fit through the interpolated peaks of the harmonics
+    present. On frames of the shipped model (often inharmonic mixtures) "the"
+    f0 is ill-defined; this picks the strongest harmonic series.
     """
     mag = np.asarray(mag, dtype=np.float64)
     n = mag.shape[0]
     peak = float(mag.max()) if n else 0.0
     if not np.isfinite(peak) or peak <= 0.0:
         return 0.0
-    eps = peak * 1e-3
+    comp = np.sqrt(mag / peak)
+    mx = comp.copy()
+    np.maximum(mx[1:], comp[:-1], out=mx[1:])
+    np.maximum(mx[:-1], comp[1:], out=mx[:-1])
     c_lo = max(fmin / bin_hz, 2.0)
-    c_hi = min(fmax / bin_hz, (n - 2) / 1.0)
+    c_hi = min(fmax / bin_hz, n - 2.0)
     if c_hi <= c_lo:
         return 0.0
-    grid = np.arange(c_lo, c_hi, 0.25)
+    grid = c_lo * 2.0 ** (np.arange(0.0, 1200.0 * math.log2(c_hi / c_lo), 5.0) / 1200.0)
     h = np.arange(1, n_harmonics + 1)
     pos = grid[:, None] * h[None, :]
     inside = pos < n - 1
     pos = np.minimum(pos, n - 1.001)
     i0 = pos.astype(np.int64)
     frac = pos - i0
-    vals = mag[i0] * (1.0 - frac) + mag[i0 + 1] * frac  # linear interpolation at h*c
-    vals = np.where(inside, vals, 0.0)
-    score = np.log(vals + eps).sum(axis=1)
-    c0 = grid[int(np.argmax(score))]
+    vals = (mx[i0] * (1.0 - frac) + mx[i0 + 1] * frac) * inside
+    score = vals @ (0.84 ** (h - 1))
+    k = int(np.argmax(score))
+    c0 = float(grid[k])
+    for _ in range(3):  # octave check
+        odd = vals[k, 0::2].sum()
+        even = vals[k, 1::2].sum()
+        if odd < 0.5 * even and 2.0 * c0 < c_hi:
+            c0 *= 2.0
+            k = int(np.argmin(np.abs(grid - c0)))
+        else:
+            break
     # refine on harmonic peaks
     num = 0.0
     den = 0.0
