@@ -74,8 +74,7 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
 
     Coarse f0 by subharmonic summation on a 5-cent grid between ``fmin`` and
-    ``fmax``: the square-root-compressed spectrum (max over +/-1 bin, linearly
-    interpolated) is summed at the first ``n_harmonics`` multiples with weights
+    ``fmax``: the square-root-compressed spectrum (linearly interpolated) is summed at the first ``n_harmonics`` multiples with weights
     ``0.84**(h-1)`` (lower candidates explain the same partials with smaller
     weights, so the true f0 wins over its subharmonics); an octave check moves up
     an octave while the odd harmonics hold less than half the even ones' weight.
@@ -89,9 +88,7 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     if not np.isfinite(peak) or peak <= 0.0:
         return 0.0
     comp = np.sqrt(mag / peak)
-    mx = comp.copy()
-    np.maximum(mx[1:], comp[:-1], out=mx[1:])
-    np.maximum(mx[:-1], comp[1:], out=mx[:-1])
+    mx = comp
     c_lo = max(fmin / bin_hz, 2.0)
     c_hi = min(fmax / bin_hz, n - 2.0)
     if c_hi <= c_lo:
