@@ -46,7 +46,7 @@ import numpy as np
 from daemon.dsp import DCBlocker, OverlapAdd, SafetyLimiter, one_pole_coefficient
 from daemon.phase import RTPGHI
 from daemon.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
-from daemon.voices import VoiceBank
+from daemon.voices import DECAY, VoiceBank
 
 __all__ = ["Engine", "EngineStats", "PARAMS"]
 
@@ -506,7 +506,7 @@ class Engine:
             v = vb.voices[row]
             v.velocity_gain = vgain
             v.level = level
-            v.stage = 1  # DECAY toward sustain (level continues)
+            v.stage = DECAY  # toward sustain; the level carries over
         # fade the old core out over one hop; the new core's voices ramp in from 0
         for i in range(old.voices.n_active):
             v = old.voices.voices[i]
