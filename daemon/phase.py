@@ -38,9 +38,9 @@ chirp, noise bursts, plucked string, 4096/1024) it is within ~0.5 dB of a
 reference Python heap (mean SC lookahead 0: -14.8 dB vs -14.6 dB; lookahead 1:
 -18.5 dB vs -18.2 dB) at ~0.25 ms per frame.
 
-Allocation: all [voices, bins] arrays are preallocated; the per-lobe index arrays
-(a few hundred integers) are allocated per frame, their size varying with the
-content.
+Allocation: all [voices, bins] arrays are preallocated and written with ``out=``;
+only the per-lobe index arrays (a few hundred integers per voice) are allocated
+per frame, their size varying with the content.
 """
 
 from __future__ import annotations
@@ -125,6 +125,13 @@ class RTPGHI:
         self._start = np.zeros((V, B), bool)
         self._tmpb = np.zeros((V, B), bool)
         self._seg = np.zeros(V * B, np.int64)
+        self._seg2 = np.zeros(V * B, np.int64)
+        self._i2 = np.zeros(V * B, np.int64)
+        self._key = np.zeros(V * B, f4)
+        self._keyb = np.zeros(V * B, f4)
+        self._f2 = np.zeros(V * B, f8)
+        self._b1 = np.zeros(V * B, bool)
+        self._b2 = np.zeros(V * B, bool)
         self._rowmax = np.zeros(V, f4)
         self.out_mag = self._m[0]  # view of the output frame's slot, set by execute
         self.out_phase = np.zeros((V, B), f8)
@@ -321,17 +328,24 @@ class RTPGHI:
         seg_lobe = np.flatnonzero(keep)  # first lobe of each segment
         segstarts = lstarts[seg_lobe]
         seg_of_lobe = np.cumsum(keep) - 1
-        seg = seg_of_lobe[lid]
+        # (below, every [voices*bins] array is a preallocated buffer; only the
+        # per-lobe index arrays above are allocated, a few hundred entries)
+        seg = np.take(seg_of_lobe, lid, out=self._seg2[:nb])
         # anchor candidates: the first (time-entered) lobe of a segment, or the
-        # whole segment when it holds no time-entered lobe
-        # where both frames agree the time derivative is most reliable: the
-        # anchor is the bin with the largest geometric mean of the two frames
-        key = flat_mag * flat_prev  # (same argmax as the geometric mean)
-        seg_valid = valid[seg_lobe][seg]
-        np.copyto(key, flat_mag, where=~seg_valid)
-        key[(lid != seg_lobe[seg]) & seg_valid] = -1.0
+        # whole segment when it holds no time-entered lobe; where both frames
+        # agree the time derivative is most reliable: the anchor is the bin with
+        # the largest geometric mean of the two frames (same argmax as the product)
+        key = np.multiply(flat_mag, flat_prev, out=self._key[:nb])
+        seg_valid = np.take(valid[seg_lobe], seg, out=self._b1[:nb])
+        mask = np.logical_not(seg_valid, out=self._b2[:nb])
+        np.copyto(key, flat_mag, where=mask)
+        first = np.take(seg_lobe, seg, out=self._i2[:nb])
+        np.not_equal(lid, first, out=mask)
+        np.logical_and(mask, seg_valid, out=mask)
+        np.copyto(key, -1.0, where=mask)
         segmax = np.maximum.reduceat(key, segstarts)
-        is_anchor = key == segmax[seg]
+        seg_best = np.take(segmax, seg, out=self._keyb[:nb])
+        is_anchor = np.equal(key, seg_best, out=self._b1[:nb])
         anchors = np.flatnonzero(is_anchor)
         anchor_pos = np.empty(segstarts.shape[0], np.int64)
         anchor_pos[seg[anchors]] = anchors  # ties: any one of them
@@ -339,7 +353,8 @@ class RTPGHI:
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
         out = self.out_phase[sl]
         flat_out = out.reshape(-1)
-        np.add(flat_F, offset[seg], out=flat_out)
+        per_bin = np.take(offset, seg, out=self._f2[:nb])
+        np.add(flat_F, per_bin, out=flat_out)
 
         # negligible bins: random phase
         # (a seeded table read at a moving offset: no generator call per frame)
@@ -351,7 +366,11 @@ class RTPGHI:
         np.copyto(out, rand, where=nsig)
 
         # wrap to (-pi, pi] and keep as state
-        np.subtract(out, TWO_PI * np.round(out / TWO_PI), out=out)
+        turns = self._f2[:nb].reshape(n, B)
+        np.multiply(out, 1.0 / TWO_PI, out=turns)
+        np.round(turns, out=turns)
+        turns *= TWO_PI
+        out -= turns
         phase[:] = out
         self._tgrad_prev[sl] = tgrad
         return out
