@@ -33,10 +33,12 @@ segment has one anchor, the bin of its time-entered lobe with the largest
 geometric mean of the two frames' magnitudes, integrated along time (trapezoid
 rule); the rest of the segment is filled by a cumulative trapezoid sum of
 ``dphi/dm`` outward from the anchor. Bins below ``tol`` times the two-frame
-maximum get random phase. Measured over five test signals (vibrato tone, chord,
-chirp, noise bursts, plucked string, 4096/1024) it is within ~0.5 dB of a
-reference Python heap (mean SC lookahead 0: -14.8 dB vs -14.6 dB; lookahead 1:
--18.5 dB vs -18.2 dB) at ~0.25 ms per frame.
+maximum get random phase. Measured against a reference per-bin heap
+(``benchmarks/reference/rtpghi_heap.py``) on the benchmark signal set (vibrato
+tone, chord, chirp, noise bursts, plucked string; 4096/1024, best constant delay):
+mean SC lookahead 0 -21.3 dB (heap -18.1), lookahead 1 -22.9 dB (heap -24.6), at
+~0.1-0.25 ms per frame per voice. The loop-free version is better than the causal
+heap at lookahead 0 and ~1.7 dB behind it at lookahead 1 (chirps suffer most).
 
 Allocation: all [voices, bins] arrays are preallocated and written with ``out=``;
 only the per-lobe index arrays (a few hundred integers per voice) are allocated
