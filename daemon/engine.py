@@ -233,6 +233,17 @@ class _Core:
         np.dot(dg, y[:n], out=self._flat_part)
         self._flat_part *= self.ramp
         out += self._flat_part
+        if vb.n_knee:  # attacks/releases shorter than a hop: ramp, then hold
+            fp = self._flat_part
+            for i in range(n):
+                k = vb.knee[i]
+                if k < 1.0:
+                    np.multiply(self.ramp, 1.0 / k, out=fp)
+                    np.minimum(fp, 1.0, out=fp)
+                    fp -= self.ramp
+                    fp *= dg[i]
+                    fp *= y[i]
+                    out += fp
         return out
 
     def _spectrum(self, ph: np.ndarray, rows: slice) -> None:

@@ -37,17 +37,23 @@ class Envelope:
         self.steal_ms = float(steal_ms)
 
     def step(self, v: "Voice", hop_ms: float) -> float:
-        """Advance ``v`` by one hop; return its level at the end of the hop."""
+        """Advance ``v`` by one hop; return its level at the end of the hop.
+
+        Sets ``v.knee``: the fraction of the hop after which the per-sample ramp
+        has reached that level (1.0 = a straight ramp over the whole hop; less
+        for attacks and releases shorter than the hop, so they keep their length).
+        """
         lvl = v.level
         st = v.stage
+        v.knee = 1.0
         if st == ATTACK:
-            if self.attack_ms <= hop_ms:
-                lvl = 1.0
-            else:
-                lvl = min(1.0, lvl + hop_ms / self.attack_ms)
-            if lvl >= 1.0:
+            rest_ms = (1.0 - lvl) * self.attack_ms  # time left to full level
+            if rest_ms <= hop_ms:
+                v.knee = max(rest_ms / hop_ms, 1e-6)
                 lvl = 1.0
                 st = DECAY
+            else:
+                lvl += hop_ms / self.attack_ms
         elif st == DECAY:
             s = self.sustain_level
             if self.decay_ms <= 0.0:
@@ -63,7 +69,8 @@ class Envelope:
             lvl = self.sustain_level
         elif st == RELEASE:
             ms = v.release_ms
-            if ms <= hop_ms:
+            if ms <= hop_ms:  # short release (or a steal): a linear fade of ms
+                v.knee = max(ms / hop_ms, 1e-6)
                 lvl = 0.0
             else:
                 lvl *= math.exp(-6.907755 * hop_ms / ms)
@@ -79,7 +86,7 @@ class Envelope:
 
 class Voice:
     __slots__ = ("note", "velocity_gain", "stage", "level", "age", "held", "sustained",
-                 "release_ms", "stolen", "primed")
+                 "release_ms", "stolen", "primed", "knee")
 
     def __init__(self):
         self.note = -1
@@ -92,6 +99,7 @@ class Voice:
         self.release_ms = 0.0
         self.stolen = False
         self.primed = False
+        self.knee = 1.0
 
 
 class VoiceBank:
@@ -121,6 +129,8 @@ class VoiceBank:
         # per-hop gains (start, end) for the packed rows
         self.g0 = np.zeros(n_rows)
         self.g1 = np.zeros(n_rows)
+        self.knee = np.ones(n_rows)  # ramp reaches g1 at this fraction of the hop
+        self.n_knee = 0  # rows with knee < 1 this hop
 
     # ------------------------------------------------------------------ events
     def velocity_gain(self, velocity: int) -> float:
@@ -230,12 +240,17 @@ class VoiceBank:
                 self.n_active -= 1
                 continue
             i += 1
+        n_knee = 0
         for i in range(self.n_active):
             v = self.voices[i]
             start = v.level * v.velocity_gain
             end = self.env.step(v, hop_ms) * v.velocity_gain
             self.g0[i] = start
             self.g1[i] = end
+            self.knee[i] = v.knee
+            if v.knee < 1.0:
+                n_knee += 1
+        self.n_knee = n_knee
         return self.n_active
 
     def active_notes(self) -> list[tuple[int, float, float]]:

@@ -315,3 +315,33 @@ def test_lookahead_one_plays_in_tune(model):
     y = e.render(72000)[24000:]
     assert abs(1200 * np.log2(measure_f0(y, 48000, 440.0) / 440.0)) < 5.0
     assert e.latency_samples == 2 * e.hop_length
+
+
+@pytest.mark.parametrize("attack_ms", [2.0, 5.0, 10.0])
+def test_short_attack_keeps_its_length(model, attack_ms):
+    """Attacks shorter than a hop are not stretched to the hop (21 ms at 48 kHz)."""
+    sr = 48000
+    e = Engine(model, sample_rate=sr)
+    e.set_param("attack_ms", attack_ms)
+    e.set_param("sustain_level", 1.0)
+    e.render(e.hop_length)
+    e.note_on(69, 127)
+    y = e.render(sr)
+    onset = np.flatnonzero(np.abs(y) > 0)[0]
+    a = int(attack_ms * sr / 1000)
+    env = np.abs(y[onset:onset + 4 * e.hop_length])
+    full = np.max(np.abs(y[sr // 2:]))
+    assert np.max(env[a + 48:a + 48 + 480]) > 0.8 * full  # at full level 1 ms after the attack
+    assert np.max(env[: max(a // 4, 1)]) < 0.5 * full  # and it does ramp
+
+
+def test_short_release_keeps_its_length(model):
+    sr = 48000
+    e = Engine(model, sample_rate=sr)
+    e.set_param("release_ms", 5.0)
+    e.note_on(69, 127)
+    e.render(sr // 2 - (sr // 2) % e.hop_length)  # stop at a hop boundary
+    e.note_off(69)
+    y = e.render(4 * e.hop_length)
+    # below -80 dBFS 6 ms after the note-off (what remains is the DC blocker's settling)
+    assert np.max(np.abs(y[int(0.006 * sr):])) < 1e-4
