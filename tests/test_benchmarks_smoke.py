@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import f0, reference, signals
-
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import f0, reference, signals  # noqa: E402
 
 
 def _run(module: str) -> str:
