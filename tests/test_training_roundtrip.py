@@ -143,3 +143,16 @@ def test_cli_corpus_train_export_report(tmp_path, capsys):
         data = (run / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert int(read_metadata(model / "decoder.onnx")["latent_dim"]) == 3
+
+
+@pytest.mark.parametrize("reg", [{"dropout": 0.2, "dropout_min_width": 24},
+                                 {"input_dropout": 0.3}], ids=["dropout", "input-dropout"])
+def test_regularised_model_exports_deterministic_graph(reg, corpus, tmp_path):
+    cfg = TrainConfig(corpus=str(corpus.path), out=str(tmp_path / "run"), epochs=1,
+                      batch_size=128, threads=1, model={**TINY_MODEL, **reg})
+    train(cfg, corpus=corpus, progress=False, log=lambda *_: None)
+    export_model(tmp_path / "run", tmp_path / "model", corpus=corpus)
+    x = np.ascontiguousarray(corpus.frames[:50])
+    enc = _session(tmp_path / "model" / "encoder.onnx")
+    z1, z2 = enc.run(None, {"magnitude": x})[0], enc.run(None, {"magnitude": x})[0]
+    np.testing.assert_array_equal(z1, z2)  # no dropout left in the exported graph

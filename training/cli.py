@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     t.add_argument("--latent-activation", choices=ACTIVATIONS, default="linear")
     t.add_argument("--output-activation", choices=("relu", "softplus", "sigmoid"), default="relu")
+    t.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout after hidden layers >= 256 wide (training only; 0: off)")
+    t.add_argument("--input-dropout", type=float, default=0.0,
+                   help="denoising: fraction of input bins zeroed while training (0: off)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0)
@@ -131,7 +135,8 @@ def _run(args: argparse.Namespace) -> int:
 
         model = {"append": args.append, "latent_dim": args.latent_dim, "bias": not args.no_bias,
                  "activation": args.activation, "latent_activation": args.latent_activation,
-                 "output_activation": args.output_activation,
+                 "output_activation": args.output_activation, "dropout": args.dropout,
+                 "input_dropout": args.input_dropout,
                  "encoder_widths": args.encoder_widths or list(THESIS_ENCODER),
                  "decoder_widths": args.decoder_widths or list(THESIS_DECODER)}
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,

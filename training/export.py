@@ -138,6 +138,7 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     z_test = np.concatenate([zs, z_wide]).astype(np.float32)
     x_test = val_frames[rng.choice(len(val_frames), min(256, len(val_frames)), replace=False)]
 
+    model.eval()
     out = Path(out)
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)

@@ -38,6 +38,9 @@ class ModelConfig:
     output_activation: str = "relu"
     n_mels: int = 40
     n_mfcc: int = 20
+    dropout: float = 0.0        # after hidden layers at least `dropout_min_width` wide (training only)
+    dropout_min_width: int = 256
+    input_dropout: float = 0.0  # denoising: zero random input bins while training
 
     def __post_init__(self) -> None:
         if self.append not in APPEND_OPTIONS:
@@ -50,6 +53,9 @@ class ModelConfig:
             raise TrainingError(f"output_activation={self.output_activation!r} can go negative; "
                                 "the decoder must output magnitudes >= 0: use relu, softplus or "
                                 "sigmoid")
+        for key in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise TrainingError(f"{key}={getattr(self, key)} must be in [0, 1)")
         if self.latent_dim < 1:
             raise TrainingError(f"latent_dim={self.latent_dim} must be >= 1")
         self.encoder_widths = [int(w) for w in self.encoder_widths]
@@ -128,7 +134,8 @@ class FeatureAppend(nn.Module):
         return torch.cat([x, d1, d2], dim=1)
 
 
-def _mlp(sizes: list[int], *, bias: bool, hidden: str, last: str) -> nn.Sequential:
+def _mlp(sizes: list[int], *, bias: bool, hidden: str, last: str, dropout: float = 0.0,
+         dropout_min_width: int = 256) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(len(sizes) - 1):
         lin = nn.Linear(sizes[i], sizes[i + 1], bias=bias)
@@ -140,6 +147,8 @@ def _mlp(sizes: list[int], *, bias: bool, hidden: str, last: str) -> nn.Sequenti
         if bias:
             nn.init.zeros_(lin.bias)
         layers += [lin, _act(act)]
+        if dropout > 0 and i < len(sizes) - 2 and sizes[i + 1] >= dropout_min_width:
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -147,10 +156,14 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.features = FeatureAppend(cfg)
+        self.input_dropout = nn.Dropout(cfg.input_dropout) if cfg.input_dropout > 0 else None
         sizes = [cfg.n_bins + FeatureAppend.n_extra(cfg), *cfg.encoder_widths, cfg.latent_dim]
-        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.latent_activation)
+        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.latent_activation,
+                        dropout=cfg.dropout, dropout_min_width=cfg.dropout_min_width)
 
     def forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        if self.input_dropout is not None and self.training:
+            magnitude = self.input_dropout(magnitude) * (1.0 - self.input_dropout.p)
         return self.net(self.features(magnitude))
 
 
@@ -158,7 +171,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         sizes = [cfg.latent_dim, *cfg.decoder_widths, cfg.n_bins]
-        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.output_activation)
+        self.net = _mlp(sizes, bias=cfg.bias, hidden=cfg.activation, last=cfg.output_activation,
+                        dropout=cfg.dropout, dropout_min_width=cfg.dropout_min_width)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

@@ -70,6 +70,7 @@ def spectral_metrics(sq_err: float, sq_ref: float) -> dict:
 def evaluate(model: Autoencoder, frames: np.ndarray, *, device: str = "cpu",
              chunk: int = 2000) -> dict:
     """Spectral convergence of ``model`` over ``frames`` [n, n_bins]."""
+    was_training = model.training
     model.eval()
     err = ref = 0.0
     for i in range(0, len(frames), chunk):
@@ -77,7 +78,7 @@ def evaluate(model: Autoencoder, frames: np.ndarray, *, device: str = "cpu",
         y = model(x)
         err += float(((y - x) ** 2).sum(dtype=torch.float64))
         ref += float((x * x).sum(dtype=torch.float64))
-    model.train()
+    model.train(was_training)
     return spectral_metrics(err, ref)
 
 
