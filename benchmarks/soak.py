@@ -181,6 +181,9 @@ def main() -> int:
         "rss_first": base[0] if base else float("nan"), "rss_last": base[-1] if base else float("nan"),
         "rss_drift_pct": drift,
     }
+    log_path = Path(tempfile.gettempdir()) / f"canne-soak-{os.getpid()}.log"
+    log_path.write_text("\n".join(ln for ln in daemon.lines if not ln.startswith("voices ")) + "\n")
+    print(f"daemon log (without status lines): {log_path}")
     for ln in daemon.lines:
         if not ln.startswith("voices ") and (" WARNING " in ln or " ERROR " in ln):
             print("daemon:", ln)

@@ -71,6 +71,11 @@ class RunOptions:
 def _setup_realtime_python() -> None:
     # One busy thread beside the audio callback starves it with the default 5 ms.
     sys.setswitchinterval(0.001)
+    # A crash in a C extension (PortAudio, rtmidi, onnxruntime) leaves the Python stacks
+    # of every thread in the log before the supervisor restarts the instrument.
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
 
 
 class Instrument:
@@ -117,8 +122,11 @@ class Instrument:
         kwargs = {"sample_rate": int(round(self.audio.samplerate))}
         if opts.polyphony:
             kwargs["polyphony"] = int(opts.polyphony)
+            kwargs["max_polyphony"] = max(64, int(opts.polyphony))
         self.engine = Engine(model, **kwargs)
         self._build_mapper(model, mapping)
+        if opts.polyphony:  # the command line wins over the mapping's notes.polyphony
+            self.engine.set_polyphony(int(opts.polyphony))
         # Warm up the decoder and the render path before the stream opens.
         import numpy as np
 
@@ -178,8 +186,13 @@ class Instrument:
                                    c.underruns if c else 0)
         try:
             os.write(self.heartbeat_fd, line)
+        except BrokenPipeError:
+            # The supervisor is gone: an orphan would hold the audio device, so stop.
+            log.warning("supervisor gone; stopping")
+            self.heartbeat_fd = None
+            self.stop_requested = True
         except OSError:
-            pass  # supervisor gone; carry on
+            pass
 
     def loop(self) -> int:
         """Control loop until a stop is requested or the audio watchdog fires."""

@@ -156,3 +156,32 @@ def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path
         assert piece in text, text
     assert "Knob 1" in text  # the rest of the file, comments and all, is kept
     load_mapping(mapping, DecoderModel(model_dir))  # and it still validates
+
+
+@pytest.mark.jack
+def test_instrument_stops_when_its_supervisor_is_killed(server, model_dir):
+    """An orphaned instrument would hold the audio device; it notices the broken heartbeat pipe."""
+    import signal
+
+    from jack_util import Daemon
+
+    d = Daemon(["run", "--model", str(model_dir), "--midi-api", "jack"], env=server.env, cwd=REPO)
+    try:
+        d.wait_log("audio:", timeout=60)
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(d.proc.pid)], capture_output=True, text=True)
+        child = int(out.stdout.split()[0])
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+
+        def gone():
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            # A zombie (exited, not yet reaped by init) counts as gone.
+            stat = Path(f"/proc/{child}/stat")
+            return stat.exists() and stat.read_text().split(")")[1].split()[0] == "Z"
+
+        wait_for(gone, 15, 0.1, "the orphaned instrument to stop")
+    finally:
+        d.kill()
