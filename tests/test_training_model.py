@@ -37,7 +37,7 @@ def test_feature_append_matches_numpy(append, extra):
 
 
 def test_thesis_topology_and_decoder_size():
-    m = Autoencoder(ModelConfig())
+    m = Autoencoder(ModelConfig(append="diff1"))
     widths = [l.out_features for l in m.encoder.net if isinstance(l, torch.nn.Linear)]
     assert widths == [*THESIS_ENCODER, 8]
     widths = [l.out_features for l in m.decoder.net if isinstance(l, torch.nn.Linear)]

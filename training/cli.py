@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSSES, default="sc_mse")
     t.add_argument("--log-weight", type=float, default=0.0,
                    help="weight of an added log-magnitude L1 term (0: off)")
-    t.add_argument("--append", choices=APPEND_OPTIONS, default="diff1")
+    t.add_argument("--append", choices=APPEND_OPTIONS, default="none")
     t.add_argument("--encoder-widths", type=_int_list, default=None)
     t.add_argument("--decoder-widths", type=_int_list, default=None)
     t.add_argument("--latent-dim", type=int, default=8)

@@ -28,7 +28,7 @@ THESIS_DECODER = (16, 32, 64, 128, 256, 512, 1024)
 class ModelConfig:
     n_bins: int = 2049
     sample_rate: int = 44100
-    append: str = "diff1"
+    append: str = "none"
     encoder_widths: list = field(default_factory=lambda: list(THESIS_ENCODER))
     latent_dim: int = 8
     decoder_widths: list = field(default_factory=lambda: list(THESIS_DECODER))
