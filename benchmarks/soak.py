@@ -144,6 +144,11 @@ def main() -> int:
         while time.monotonic() - t0 < seconds:
             if daemon.proc.poll() is not None:
                 break
+            if not flood.client.get_all_connections(flood.inp):  # the instrument was restarted
+                ports = sorted(p.name for p in flood.client.get_ports("^PortAudio", is_audio=True,
+                                                                      is_output=True))
+                if ports:
+                    flood.client.connect(ports[0], flood.inp.name)
             if time.monotonic() >= next_rss:
                 p = child_pid(daemon.proc.pid)
                 rss.append((time.monotonic() - t0, rss_mb(p) if p else float("nan"), p))
