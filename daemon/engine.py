@@ -322,6 +322,9 @@ class Engine:
         self._events: collections.deque = collections.deque()
         self._n_switches = 0
         self._core = self._make_core(model, int(polyphony))
+        # the model the control thread last handed over: control calls validate
+        # against it (the render side may not have switched to it yet)
+        self._control_model = model
         self._old: list[_Core] = []
         self._smooth_c = 0.0
         self._update_smoothing()
@@ -412,7 +415,7 @@ class Engine:
             self._events.append((self._ev_bend, (max(-96.0, min(96.0, value)),)))
 
     def set_latent(self, index: int, value: float) -> None:
-        dim = self._core.model.latent_dim
+        dim = self._control_model.latent_dim
         if not 0 <= int(index) < dim:
             raise ValueError(f"latent index {index}: must be 0..{dim - 1} (latent_dim={dim})")
         value = float(value)
@@ -421,7 +424,7 @@ class Engine:
 
     def set_latents(self, values) -> None:
         z = np.asarray(values, dtype=np.float64).reshape(-1)
-        dim = self._core.model.latent_dim
+        dim = self._control_model.latent_dim
         if z.shape != (dim,):
             raise ValueError(f"set_latents: got {z.shape[0]} values, the model has latent_dim={dim}")
         if np.all(np.isfinite(z)):
@@ -439,7 +442,7 @@ class Engine:
     def set_pitch_mode(self, mode: str, reference_note: int | None = 60) -> None:
         if mode not in PITCH_MODES:
             raise ValueError(f"pitch mode {mode!r}: must be one of {', '.join(PITCH_MODES)}")
-        ref = self._core.model.reference_note if reference_note is None else int(reference_note)
+        ref = self._control_model.reference_note if reference_note is None else int(reference_note)
         if not 0 <= ref <= 127:
             raise ValueError(f"reference_note={reference_note}: must be a MIDI note 0..127")
         self._events.append((self._ev_pitch_mode, (mode, ref)))
@@ -458,10 +461,14 @@ class Engine:
 
         The new core (buffers, phase plans) is built here, in the caller's thread.
         Held notes continue on the new model; the latent carries over when the
-        latent sizes match, else the new model's default latent is used.
+        latent sizes match, else the new model's default latent is used. Control
+        calls made after this one are validated against ``model`` (e.g. a
+        ``set_latents`` of the new ``latent_dim``), and parameters, polyphony
+        and envelope settings queued before it carry over to the new model.
         """
         self._n_switches += 1
         core = self._make_core(model, self._core.voices.polyphony)
+        self._control_model = model
         self._events.append((self._ev_model, (core,)))
 
     # ------------------------------------------------------------------ events (render side)
@@ -510,7 +517,10 @@ class Engine:
         if new.model.latent_dim == old.model.latent_dim:
             new.z[:] = old.z
             new.z_target[:] = old.z_target
+        # settings applied since set_model built the new core
+        self._apply_env_params(new)
         vb = new.voices
+        vb.polyphony = old.voices.polyphony
         vb.sustain = old.voices.sustain
         for note, vgain, level in old.voices.active_notes():
             row = vb.note_on(note, 127)

@@ -345,3 +345,45 @@ def test_short_release_keeps_its_length(model):
     y = e.render(4 * e.hop_length)
     # below -80 dBFS 6 ms after the note-off (what remains is the DC blocker's settling)
     assert np.max(np.abs(y[int(0.006 * sr):])) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def model_dim4(tmp_path_factory):
+    """A decoder with another latent size (4) and frame size (2048/512)."""
+    d = tmp_path_factory.mktemp("harmonic_dim4")
+    return DecoderModel(build_harmonic_decoder(d, n_fft=2048, hop_length=512, latent_dim=4))
+
+
+def test_latent_calls_after_set_model_use_the_new_latent_dim(model, model_dim4):
+    """A program change to a model of another latent size: the control calls that
+    follow it (before the render side has switched) take the new size."""
+    e = Engine(model, sample_rate=48000)
+    e.note_on(60, 100)
+    e.render(4096)
+    e.set_model(model_dim4)
+    e.set_latents([0.5, -0.5, 1.0, 0.0])  # raised ValueError (latent_dim=8) before the switch
+    e.set_latent(3, -1.0)
+    with pytest.raises(ValueError, match="latent_dim=4"):
+        e.set_latent(4, 0.0)
+    y = e.render(48000)
+    np.testing.assert_allclose(e.latent, [0.5, -0.5, 1.0, -1.0], atol=1e-6)
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0 and rms_dbfs(y[-8192:]) > -40.0
+
+
+def test_settings_queued_before_set_model_reach_the_new_model(model, model_small):
+    """set_param / set_polyphony queued before set_model apply to the new model's voices."""
+    def onset_level_db(switch):
+        e = Engine(model, sample_rate=48000)
+        e.set_param("attack_ms", 2000.0)
+        e.set_param("sustain_level", 1.0)
+        e.set_polyphony(1)
+        if switch:
+            e.set_model(model_small)
+        e.note_on(60, 127)
+        e.note_on(64, 127)  # polyphony 1: steals 60
+        y = e.render(3 * 48000)
+        return rms_dbfs(y[int(0.2 * 48000):int(0.25 * 48000)]) - rms_dbfs(y[-4800:]), e.stats.stolen_voices
+    for switch in (False, True):
+        level, stolen = onset_level_db(switch)
+        assert level < -12.0, (switch, level)  # 2 s attack: ~-18 dB at 0.22 s
+        assert stolen == 1, switch

@@ -141,3 +141,30 @@ def test_shipped_default_mapping_drives_the_engine(model):
     assert mapper.latents[0] == pytest.approx(2.0)  # the model's learned max for neuron 0
     x = render(engine, 1.0)
     assert rms_db(x) > -40.0
+
+
+@pytest.mark.parametrize("synchronous", [True, False], ids=["inline", "worker"])
+def test_program_change_to_a_model_of_another_latent_size(model, tmp_path, synchronous):
+    """The real Engine takes the new mapping's latents (latent_dim 4) right after the
+    switch is queued, before the render side has switched."""
+    small = tmp_path / "small"
+    build_harmonic_decoder(small, sample_rate=SR, latent_dim=4)
+    main = tmp_path / "main.yaml"
+    main.write_text("takeover: jump\n"
+                    "initial_latent: [0.5, 0, 0, 0, 0, 0, 0, 0]\n"
+                    "programs: {1: {model: small, mapping: small.yaml}}\n"
+                    "controls:\n  - {cc: 21, neuron: 0, range: [-2, 2]}\n")
+    (tmp_path / "small.yaml").write_text("takeover: jump\ninitial_latent: [1, -1, 0.5, 0]\n"
+                                         "controls:\n  - {cc: 21, neuron: 3, range: [-2, 2]}\n")
+    engine = Engine(model, sample_rate=SR, seed=3)
+    mapper = Mapper(load_mapping(main, model), engine, synchronous=synchronous)
+    mapper.handle(mido.Message("note_on", note=60, velocity=100))
+    render(engine, 0.2)
+    mapper.handle(mido.Message("program_change", program=1))
+    assert mapper.wait_idle(30.0)
+    mapper.handle(mido.Message("control_change", control=21, value=127))
+    assert mapper.program_switches == 1 and mapper.program_errors == 0 and mapper.dropped == 0
+    x = render(engine, 1.0)
+    assert engine.model.latent_dim == 4
+    np.testing.assert_allclose(engine.latent, [1.0, -1.0, 0.5, 2.0], atol=1e-6)
+    assert rms_db(x[-8192:]) > -40.0
