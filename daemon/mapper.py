@@ -163,16 +163,24 @@ class Mapper:
             "program_errors": self.program_errors,
         }
 
-    def set_mapping(self, mapping: Mapping) -> None:
+    def set_mapping(self, mapping: Mapping, *, if_same_source: bool = False) -> bool:
         """Swap to a new mapping atomically (hot reload) and re-arm soft takeover.
 
         Note settings are re-sent; the initial latent and ``params`` are re-sent only
         where they differ from the previous mapping's (an edit is heard; an unrelated
         edit does not reset what the knobs did). A model different from the current
         one re-initialises the latent (the caller must also ``engine.set_model`` it).
+
+        ``if_same_source=True`` (hot reload): swap only if the mapping in force still
+        comes from the same file and was validated against the same model as
+        ``mapping``; a program change that got in first wins. Returns whether the
+        mapping was swapped.
         """
         with self._lock:
             old = self._state.mapping
+            if if_same_source and (mapping.model is not old.model
+                                   or (old.path is not None and old.path != mapping.path)):
+                return False
             model_changed = mapping.model is not old.model or mapping.latent_dim != old.latent_dim
             if model_changed:
                 self._remember_model(mapping.model)
@@ -180,6 +188,7 @@ class Mapper:
             if mapping.programs:
                 self._programs = mapping.programs
             self._configure(mapping, previous=old, model_changed=model_changed)
+            return True
 
     def rearm(self) -> None:
         """Re-arm soft takeover for every control (e.g. after a controller reconnects)."""
@@ -416,8 +425,13 @@ class Mapper:
             log.warning("program %d (%s) not switched, keeping %r: %s", prog.number, prog.name, current.name, exc)
             return
         with self._lock:
-            if model is not self._state.mapping.model:
-                self._engine.set_model(model)
-            self.set_mapping(new)
+            try:
+                if model is not self._state.mapping.model:
+                    self._engine.set_model(model)
+                self.set_mapping(new)
+            except Exception as exc:  # the worker must not die (wait_idle would hang)
+                self.program_errors += 1
+                log.warning("program %d (%s): the engine refused the switch: %s", prog.number, prog.name, exc)
+                return
             self.program_switches += 1
         log.info("program %d: %s (mapping %r)", prog.number, prog.name, new.name)

@@ -164,8 +164,11 @@ class MappingReloader:
             self.last_error = str(exc)
             log.warning("mapping edit refused, keeping the previous mapping: %s", exc)
             return False
-        if self._mapper is not None:
-            self._mapper.set_mapping(new)
+        if self._mapper is not None and not self._mapper.set_mapping(new, if_same_source=True):
+            # a program change switched file or model while this one was validated:
+            # it wins; the next poll watches what the Mapper plays now
+            log.info("mapping %s not applied: a program change came first", path)
+            return False
         if self._on_reload is not None:
             self._on_reload(new)
         self.reloads += 1

@@ -503,3 +503,25 @@ def test_program_change_model_only_revalidates_the_current_mapping(programs):
     engine.clear()
     mapper.handle(cc(1, 0))
     assert engine.of("set_latent") == [(0, 0.0)]  # model B's learned range is 0..4 (model A's: -2..2)
+
+
+@pytest.mark.parametrize("synchronous", [True, False], ids=["inline", "worker-thread"])
+def test_engine_refusing_a_switch_is_counted_and_the_worker_survives(programs, synchronous, caplog):
+    """An engine that raises in set_model: counted, logged, the mapping stays, and the
+    worker thread still finishes (wait_idle returns) and takes the next request."""
+    _, model_a, main = programs
+
+    class RefusingEngine(RecordingEngine):
+        def set_model(self, model):
+            raise ValueError("no switch today")
+
+    engine = RefusingEngine(model_a)
+    mapper = Mapper(load_mapping(main, model_a), engine, model_loader=DecoderModel, synchronous=synchronous)
+    with caplog.at_level(logging.WARNING, logger="daemon.mapper"):
+        mapper.handle(mido.Message("program_change", program=1))
+        assert mapper.wait_idle(10.0)
+    assert mapper.program_errors == 1 and mapper.program_switches == 0 and mapper.mapping.path == main
+    assert "no switch today" in caplog.text
+    mapper.handle(mido.Message("program_change", program=2))  # same model: no set_model
+    assert mapper.wait_idle(10.0)
+    assert mapper.program_switches == 1 and mapper.mapping.path.name == "other.yaml"

@@ -130,5 +130,30 @@ def test_invalid_edit_with_thread_never_swaps(setup, model):
     before = mapper.mapping
     with MappingReloader(path, model, mapper, interval=0.05) as reloader:
         edit(path, BAD)
-        assert wait_for(lambda: reloader.failures >= 1, 2.0)
+        assert wait_for(lambda: reloader.failures >= 1, 10.0)  # liveness, not speed
     assert mapper.mapping is before
+
+
+def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
+    """A program change landing while an edit is being validated is not undone by it."""
+    import daemon.reload
+
+    other = tmp_path / "other.yaml"
+    other.write_text("takeover: jump\ncontrols:\n  - {cc: 5, neuron: 1}\n")
+    path = tmp_path / "live.yaml"
+    path.write_text(GOOD_A + "programs: {1: {mapping: other.yaml}}\n")
+    engine = RecordingEngine(model)
+    mapper = Mapper(load_mapping(path, model), engine, synchronous=True)
+    reloader = MappingReloader(path, model, mapper)
+    real_load = daemon.reload.load_mapping
+
+    def load_then_program_change(p, m):
+        new = real_load(p, m)
+        assert mapper.switch_program(1)  # the MIDI side switches meanwhile
+        return new
+
+    monkeypatch.setattr(daemon.reload, "load_mapping", load_then_program_change)
+    edit(path, GOOD_B + "programs: {1: {mapping: other.yaml}}\n")
+    assert reloader.poll() is False
+    assert mapper.mapping.path == other and mapper.mapping.controls[0].cc == 5
+    assert reloader.reloads == 0 and mapper.program_switches == 1
