@@ -81,8 +81,22 @@ class DecoderModel:
         self.metadata = self._validate(raw)
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = self._session.get_outputs()[0].name
-        # warm-up: the first run allocates; do it before any audio stream opens
-        self.decode(np.tile(self.latent_default, (2, 1)))
+        # warm-up: the first run allocates; do it before any audio stream opens. It also
+        # checks the output width against n_fft, which would otherwise fail in render
+        try:
+            frames = self.decode(np.tile(self.latent_default, (2, 1)))
+        except Exception as exc:  # e.g. the graph's z width differs from latent_dim
+            raise ModelError(
+                f"{self.path}: decoding latent_default failed (metadata latent_dim={self.latent_dim}, "
+                f"graph input {self._input_name} {self._session.get_inputs()[0].shape}): "
+                f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; re-export the model"
+            ) from exc
+        if frames.shape != (2, self.n_bins):
+            raise ModelError(
+                f"{self.path}: decoder output has shape {list(frames.shape)} for a batch of 2; "
+                f"metadata n_fft={self.n_fft} needs [batch, {self.n_bins}] (n_fft//2 + 1); "
+                "re-export the model"
+            )
 
     # ------------------------------------------------------------------ metadata
     def _validate(self, raw: dict) -> dict:

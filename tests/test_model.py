@@ -88,3 +88,23 @@ def test_decode_rejects_wrong_width(model_dir):
     m = DecoderModel(model_dir)
     with pytest.raises(ModelError, match=r"\[batch, 8\]"):
         m.decode(np.zeros((1, 5), np.float32))
+
+
+def test_output_width_must_match_n_fft(tmp_path):
+    """A decoder emitting 2049 bins whose metadata says n_fft=2048 (1025 bins) is refused
+    at load, naming both, instead of failing inside the audio path."""
+    path = build_harmonic_decoder(tmp_path / "m.onnx", extra_metadata={"n_fft": 2048})
+    with pytest.raises(ModelError) as info:
+        DecoderModel(path)
+    msg = str(info.value)
+    assert str(path) in msg and "2049" in msg and "n_fft=2048" in msg and "1025" in msg
+
+
+def test_latent_dim_must_match_the_graph(tmp_path):
+    """Metadata latent_dim=4 on a graph taking z [batch, 8]: a ModelError at load."""
+    meta = {"latent_dim": 4, "latent_min": [-2.0] * 4, "latent_max": [2.0] * 4, "latent_default": [0.0] * 4}
+    path = build_harmonic_decoder(tmp_path / "m.onnx", extra_metadata=meta)
+    with pytest.raises(ModelError) as info:
+        DecoderModel(path)
+    msg = str(info.value)
+    assert str(path) in msg and "latent_dim=4" in msg and "['batch', 8]" in msg and "\n" not in msg
