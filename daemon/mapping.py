@@ -285,7 +285,7 @@ class _Ctx:
 
     def error(self, node, fieldname: str, problem: str, value=None, allowed: str | None = None, fix: str | None = None):
         line = node.start_mark.line + 1 if node is not None else 0
-        msg = f"{self.source}:{line}: {fieldname}: {problem}"
+        msg = f"{self.source}:{line}: {fieldname or '(top level)'}: {problem}"
         if value is not None:
             msg += f" (got {value!r})"
         if allowed:
@@ -302,7 +302,8 @@ class _Ctx:
 
     def number(self, node, fieldname: str, lo: float, hi: float, unit: str = "") -> float:
         v = self.scalar(node, fieldname)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        # (ints are compared exactly: float() of a 400-digit int would overflow)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
             raise self.error(node, fieldname, "not a number", v, f"{lo:g}..{hi:g}{unit}")
         if not lo <= v <= hi:
             raise self.error(node, fieldname, "out of range", v, f"{lo:g}..{hi:g}{unit}")
@@ -534,6 +535,10 @@ def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeov
                             "two different values (min > max inverts)")
     else:
         low, high = default_range
+        if low == high:  # a neuron the model never moved (1st == 99th percentile)
+            raise ctx.error(node, f"{f}.range", f"missing, and the model's learned range of neuron {neuron} is "
+                            f"empty ({low:g}..{high:g}), so the knob would do nothing", None,
+                            "two different values (min > max inverts)", "add 'range: [min, max]'")
 
     curve, exponent = default_curve, 1.0
     if "curve" in sec:
@@ -677,7 +682,7 @@ def _initial_latent(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
         if len(node.value) != info.latent_dim:
             raise ctx.error(node, "initial_latent", f"needs {info.latent_dim} values (latent_dim)", len(node.value))
         return tuple(
-            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, "x") is None)
+            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, f"initial_latent[{i}]") is None)
             else ctx.number(n, f"initial_latent[{i}]", *lim)
             for i, n in enumerate(node.value)
         )

@@ -207,7 +207,10 @@ BAD = [
     ("program-no-model", "programs:\n  1: {model: nowhere}\n", 2, "programs.1.model", "no model there"),
     ("program-no-mapping", "programs:\n  1:\n    mapping: nowhere.yaml\n", 3, "programs.1.mapping", "no such file"),
     ("yaml-syntax", "name: x\ncontrols:\n  - {cc: 1, neuron: 0\n  - {cc: 2}\n", 4, "YAML syntax error", ""),
-    ("top-is-list", "- cc: 1\n", 1, "expected a section", ""),
+    ("top-is-list", "- cc: 1\n", 1, "(top level): expected a section", ""),
+    ("bend-range-huge-int", "pitch_bend: 1" + "0" * 400 + "\n", 1, "pitch_bend", "0..48 semitones"),
+    ("range-huge-int", "controls:\n  - {cc: 1, neuron: 0, range: [0, -1" + "0" * 400 + "]}\n", 2,
+     "controls[0].range[1]", "-1000..1000"),
 ]
 
 
@@ -265,3 +268,17 @@ def test_shipped_mappings_load_against_the_shipped_model(path):
     for c in first_eight:
         assert (c.low, c.high) == pytest.approx(
             (float(shipped.latent_min[c.neuron]), float(shipped.latent_max[c.neuron])))
+
+
+def test_neuron_with_an_empty_learned_range_needs_a_range(tmp_path):
+    """A neuron the model never moved (latent_min == latent_max): a control with no
+    range would do nothing (and its soft takeover would divide by zero)."""
+    dead = DecoderModel(build_harmonic_decoder(
+        tmp_path / "dead", extra_metadata={"latent_min": [-1, 0.25] + [0] * 6, "latent_max": [1, 0.25] + [1] * 6}))
+    path = write(tmp_path, "controls:\n  - {cc: 1, neuron: 0}\n  - {cc: 2, neuron: 1}\n")
+    with pytest.raises(MappingError) as info:
+        load_mapping(path, dead)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}:3: controls[1].range: ") and "neuron 1" in msg and "0.25..0.25" in msg, msg
+    m = load_mapping(write(tmp_path, "controls:\n  - {cc: 2, neuron: 1, range: [0, 1]}\n"), dead)
+    assert (m.controls[0].low, m.controls[0].high) == (0.0, 1.0)
