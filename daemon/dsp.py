@@ -155,7 +155,15 @@ class DCBlocker:
     """First-order DC blocker ``y = x - x1 + R*y1``, cut-off ``cutoff_hz``."""
 
     def __init__(self, sample_rate: float, cutoff_hz: float = 20.0):
+        # imported here, not per block: the first import of scipy.signal takes
+        # ~0.7 s, which must not happen inside the first rendered hop
+        from scipy.signal import lfilter
+
+        self._lfilter = lfilter
         self.r = 1.0 - 2.0 * math.pi * cutoff_hz / sample_rate
+        self._b = np.array([1.0, -1.0])
+        self._a = np.array([1.0, -self.r])
+        self._zi = np.zeros(1)
         self.x1 = 0.0
         self.y1 = 0.0
 
@@ -164,12 +172,11 @@ class DCBlocker:
         self.y1 = 0.0
 
     def process(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Filter block ``x`` into ``out`` (may be ``x``)."""
-        from scipy.signal import lfilter
-
-        # y[n] - R y[n-1] = x[n] - x[n-1]; state zi = x1*(-1) + R*y1 form for lfilter DF2T
-        zi = np.array([-self.x1 + self.r * self.y1])
-        y, _ = lfilter([1.0, -1.0], [1.0, -self.r], x, zi=zi)
+        """Filter block ``x`` [n] into ``out`` [n] (may be ``x``); n >= 1."""
+        # y[n] - R y[n-1] = x[n] - x[n-1]; lfilter's (transposed direct form II)
+        # state for it is -x1 + R*y1
+        self._zi[0] = -self.x1 + self.r * self.y1
+        y, _ = self._lfilter(self._b, self._a, x, zi=self._zi)
         self.x1 = float(x[-1])
         self.y1 = float(y[-1])
         out[:] = y
@@ -190,10 +197,26 @@ class SafetyLimiter:
         self.mute_gain = 1.0
         self.nonfinite_blocks = 0
         self._ramp = np.arange(1, self.fade_samples + 1) / self.fade_samples
+        self._alloc(0)
+
+    def _alloc(self, n: int) -> None:
+        self._abs = np.zeros(n)
+        self._soft = np.zeros(n)
+        self._over = np.zeros(n, bool)
 
     def process(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Guard, soft-clip and clamp block ``x`` [n] into ``out`` [n] (default: in place).
+
+        Allocation-free for blocks of the size seen last (buffers follow the block size).
+        """
         out = x if out is None else out
-        if not np.all(np.isfinite(x)):
+        n = x.shape[0]
+        if self._abs.shape[0] != n:
+            self._alloc(n)
+        a = self._abs
+        np.abs(x, out=a)
+        peak = float(a.max()) if n else 0.0  # NaN and Inf propagate into the max
+        if not math.isfinite(peak):
             self.nonfinite_blocks += 1
             np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
             out[:] = 0.0
@@ -202,10 +225,17 @@ class SafetyLimiter:
         if out is not x:
             out[:] = x
         k = self.knee
-        over = np.abs(out) > k
-        if over.any():
-            v = out[over]
-            out[over] = np.sign(v) * (k + (1.0 - k) * np.tanh((np.abs(v) - k) / (1.0 - k)))
+        if peak > k:
+            # |y| = k + (1 - k) * tanh((|x| - k) / (1 - k)) above the knee, sign kept
+            soft = self._soft
+            np.subtract(a, k, out=soft)
+            soft *= 1.0 / (1.0 - k)
+            np.tanh(soft, out=soft)
+            soft *= 1.0 - k
+            soft += k
+            np.copysign(soft, out, out=soft)
+            np.greater(a, k, out=self._over)
+            np.copyto(out, soft, where=self._over)
         if self.mute_gain < 1.0:
             n = out.shape[0]
             start = int(round(self.mute_gain * self.fade_samples))
