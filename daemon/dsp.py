@@ -94,29 +94,36 @@ class OverlapAdd:
         """Copy the state of row ``src`` into row ``dst``."""
         self._acc[dst] = self._acc[src]
 
+    def _add_frames(self, spectra: np.ndarray, rows: slice) -> np.ndarray:
+        """irfft, window and add ``spectra[rows]`` into the accumulators; return ``acc[rows]``."""
+        acc = self._acc[rows]
+        spec = self._spec[rows]
+        np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
+        frames = _irfft(spec, n=self.n_fft, axis=1)
+        np.multiply(frames, self._window32, out=frames)
+        np.add(acc, frames, out=acc)
+        return acc
+
+    def _advance(self, acc: np.ndarray) -> None:
+        """Shift accumulators left by one hop (the first hop has been read)."""
+        hop = self.hop
+        acc[:, :-hop] = acc[:, hop:]
+        acc[:, -hop:] = 0.0
+
     def push(self, spectra: np.ndarray, n: int | None = None) -> np.ndarray:
         """Add one frame per row (rows ``0..n-1``), return the next ``hop`` summed samples.
 
         ``spectra`` is complex [rows, n_bins] (centre phase). Returns ``self.out``
-        (a view, overwritten on the next call).
+        [hop] (a view, overwritten on the next call).
         """
         n = self.n_rows if n is None else n
-        hop = self.hop
-        acc = self._acc[:n]
         if n:
-            spec = self._spec[:n]
-            np.multiply(spectra[:n], self._sign32, out=spec, casting="same_kind")
-            frames = _irfft(spec, n=self.n_fft, axis=1)
-            np.multiply(frames, self._window32, out=frames)
-            np.add(acc, frames, out=acc)
-            np.sum(acc[:, :hop], axis=0, out=self.out)
-            # shift accumulators left by hop
-            acc[:, :-hop] = acc[:, hop:]
-            acc[:, -hop:] = 0.0
+            acc = self._add_frames(spectra, slice(0, n))
+            np.sum(acc[:, :self.hop], axis=0, out=self.out)
+            self._advance(acc)
         else:
             self.out[:] = 0.0
         return self.out
-
 
     def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None) -> np.ndarray | None:
         """Like :meth:`push` for a contiguous range of rows, without summing.
@@ -124,19 +131,12 @@ class OverlapAdd:
         Writes the next ``hop`` samples of each row into ``out[rows]`` (shape
         [rows, hop]) if given; ``out=None`` discards them (priming).
         """
-        hop = self.hop
-        acc = self._acc[rows]
-        if acc.shape[0] == 0:
+        if self._acc[rows].shape[0] == 0:
             return out
-        spec = self._spec[rows]
-        np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
-        frames = _irfft(spec, n=self.n_fft, axis=1)
-        np.multiply(frames, self._window32, out=frames)
-        np.add(acc, frames, out=acc)
+        acc = self._add_frames(spectra, rows)
         if out is not None:
-            out[rows] = acc[:, :hop]
-        acc[:, :-hop] = acc[:, hop:]
-        acc[:, -hop:] = 0.0
+            out[rows] = acc[:, :self.hop]
+        self._advance(acc)
         return out
 
 
