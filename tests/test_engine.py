@@ -177,6 +177,7 @@ def test_decoder_nan_inf_become_silence(nan_model):
     e.set_latents([0.0, 1, -1, 1, 1, 1, 1, 1])  # 1/0 = inf, inf - inf = nan
     y = e.render(20000)
     assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0
+    assert rms_dbfs(y[-2048:]) < -90.0  # once the latent lands on the bad value: silence
     e.set_latents([1.0] * 8)  # finite again: sound comes back
     y = e.render(20000)
     assert rms_dbfs(y[-4096:]) > -40.0

@@ -93,12 +93,12 @@ def test_shift_without_wrap_drops_partials_past_nyquist(model):
     assert 20 * np.log10(low2.max() / spec2.max()) > -25.0  # wrapped partials (7th: -17 dB) are there
 
 
-def test_off_mode_plays_the_model_pitch_at_any_rate(model):
-    for sr in (44100, 48000):
-        e = Engine(model, sample_rate=sr, pitch_mode="off")
-        e.note_on(90, 100)  # the note does not matter
-        y = e.render(int(1.5 * sr))[sr // 2:]
-        assert abs(cents(measure_f0(y, sr, 261.6256, search=0.05), 261.6256)) <= 5.0
+@pytest.mark.parametrize("sr", [44100, 48000], ids=["44k1", "48k"])
+def test_off_mode_plays_the_model_pitch_at_any_rate(model, sr):
+    e = Engine(model, sample_rate=sr, pitch_mode="off")
+    e.note_on(90, 100)  # the note does not matter
+    y = e.render(int(1.5 * sr))[sr // 2:]
+    assert abs(cents(measure_f0(y, sr, 261.6256, search=0.05), 261.6256)) <= 5.0
 
 
 @pytest.mark.parametrize("f0", [55.0, 130.0, 261.6256, 440.0, 1000.0])
