@@ -67,7 +67,12 @@ _SPARE_ROWS = 8  # rows for voices fading out after a steal
 
 
 class EngineStats:
-    """Plain counters for a status line (read from any thread; approximate)."""
+    """Plain counters for a status line (read from any thread; approximate).
+
+    ``active_voices`` (rows sounding or fading), ``hops_rendered``, ``last_hop_ms`` /
+    ``max_hop_ms`` (wall time of one hop's rendering, ms), ``decodes`` (decoder calls),
+    ``stolen_voices``, ``nonfinite_blocks`` (hops muted for NaN/Inf), ``model_switches``.
+    """
 
     __slots__ = ("active_voices", "hops_rendered", "last_hop_ms", "max_hop_ms", "decodes",
                  "stolen_voices", "nonfinite_blocks", "model_switches")
@@ -586,7 +591,10 @@ class Engine:
             st.max_hop_ms = ms
 
     def render(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Render the next ``n`` samples (float32, |y| <= 1) into ``out`` (or a new array)."""
+        """Render the next ``n`` samples into ``out`` [>= n] (or a new float32 [n]); |y| <= 1.
+
+        Call from one (audio-side) thread only. Returns ``out`` (or the new array).
+        """
         n = int(n)
         if out is None:
             out = np.empty(n, np.float32)

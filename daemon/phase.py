@@ -51,7 +51,7 @@ import math
 
 import numpy as np
 
-from daemon.dsp import OverlapAdd, hann, stft_magnitude  # noqa: F401  (re-exported helpers)
+from daemon.dsp import OverlapAdd, stft_magnitude  # stft_magnitude: re-exported (reconstruct's framing)
 
 __all__ = ["RTPGHI", "reconstruct", "stft_magnitude", "HANN_GAMMA"]
 

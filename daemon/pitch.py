@@ -53,9 +53,9 @@ def _log(mag: np.ndarray) -> np.ndarray:
 
 
 def peak_positions(mag: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Fractional positions (bins) of peaks at integer bins ``idx`` of a 1-D frame.
+    """Fractional positions (bins) of peaks at integer bins ``idx`` [k] of a frame ``mag`` [n_bins].
 
-    Mean of the parabolic-vertex estimate on log-magnitude and the Gaussian
+    Returns float64 [k]. Mean of the parabolic-vertex estimate on log-magnitude and the Gaussian
     phase-gradient estimate for the Hann window; their biases cancel (< 0.002 bin).
     """
     n = mag.shape[-1]
@@ -73,6 +73,8 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
                 n_harmonics: int = 6) -> float:
     """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
 
+    ``mag`` is a linear magnitude frame [n_bins]; ``bin_hz`` the Hz per bin
+    (``sample_rate / n_fft``); ``fmin``/``fmax`` bound the search in Hz.
     Coarse f0 by subharmonic summation on a 5-cent grid between ``fmin`` and
     ``fmax``: the square-root-compressed spectrum (linearly interpolated) is summed at the first ``n_harmonics`` multiples with weights
     ``0.84**(h-1)`` (lower candidates explain the same partials with smaller
@@ -175,6 +177,7 @@ class PitchStage:
     def analyse(self, mag: np.ndarray) -> np.ndarray:
         """Prepare a new decoded frame; return each bin's lobe peak (fractional model bins).
 
+        ``mag`` is the linear magnitude frame [n_bins]; returns float64 [n_bins].
         Also caches what :meth:`process` needs per frame (log magnitudes of the
         interpolation taps, edge masks), so per-hop work is only per voice.
         """
@@ -192,7 +195,6 @@ class PitchStage:
         pos = peak_positions(mag, pk)
         peaks = pos[lid]
         # per-frame interpolation data
-        self._mag = mag.copy()
         logm = np.log(np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30)))
         self._ltap = [logm[self._tapsrc[t]][None, :].astype(np.float32) for t in (-1, 0, 1, 2)]
         m0 = mag[self._tapsrc[0]]
