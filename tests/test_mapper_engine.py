@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder, harmonic_amplitudes, midi_to_hz  # noqa: E402
+from harmonic_model import build_harmonic_decoder, cents, harmonic_amplitudes, measure_f0, midi_to_hz  # noqa: E402
+from harmonic_model import rms_dbfs as rms_db  # noqa: E402
 
 from daemon.engine import Engine  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
@@ -65,18 +66,6 @@ def level_db_at(x, f):
     return 20 * np.log10(mag[band].max() + 1e-12)
 
 
-def peak_hz(x, lo, hi):
-    freqs, mag = spectrum(x)
-    band = np.where((freqs > lo) & (freqs < hi))[0]
-    k = band[np.argmax(mag[band])]
-    a, b, c = np.log(mag[k - 1 : k + 2] + 1e-20)
-    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * SR / len(x)
-
-
-def rms_db(x):
-    return 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12)
-
-
 def test_cc_sweep_changes_the_harmonics_the_neuron_drives(rig):
     """Neuron 2 scales harmonics 4 and 12 (harmonic_model.py); CC 21 moves it -2..+2."""
     engine, mapper = rig
@@ -113,9 +102,8 @@ def test_pitch_bend_range_in_cents(rig):
     mapper.handle(mido.Message("note_on", note=60, velocity=100))
     mapper.handle(mido.Message("pitchwheel", pitch=8191))  # +12 semitones with range 12
     render(engine, 0.5)
-    f = peak_hz(render(engine, 1.0), 400, 700)
-    cents = 1200 * np.log2(f / midi_to_hz(72))
-    assert abs(cents) < 10.0, f"{f:.2f} Hz is {cents:+.1f} cents from C5"
+    f = measure_f0(render(engine, 1.0), SR, midi_to_hz(72), search=0.1)
+    assert abs(cents(f, midi_to_hz(72))) <= 5.0, f"{f:.2f} Hz is {cents(f, midi_to_hz(72)):+.1f} cents from C5"
 
 
 def test_note_off_returns_to_silence(rig):
