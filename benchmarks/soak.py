@@ -148,7 +148,10 @@ def main() -> int:
                 ports = sorted(p.name for p in flood.client.get_ports("^PortAudio", is_audio=True,
                                                                       is_output=True))
                 if ports:
-                    flood.client.connect(ports[0], flood.inp.name)
+                    try:
+                        flood.client.connect(ports[0], flood.inp.name)
+                    except Exception:
+                        pass  # the listing raced with the connection: already connected
             if time.monotonic() >= next_rss:
                 p = child_pid(daemon.proc.pid)
                 rss.append((time.monotonic() - t0, rss_mb(p) if p else float("nan"), p))
@@ -156,6 +159,9 @@ def main() -> int:
             time.sleep(0.5)
         end_frames = flood.frames
     finally:
+        log_path = Path(tempfile.gettempdir()) / f"canne-soak-{os.getpid()}.log"
+        log_path.write_text("\n".join(ln for ln in daemon.lines if not ln.startswith("voices ")) + "\n")
+        print(f"daemon log (without status lines): {log_path}")
         status = [ln for ln in daemon.lines if ln.startswith("voices ")]
         code, _ = daemon.terminate()
         flood.close()
@@ -186,9 +192,6 @@ def main() -> int:
         "rss_first": base[0] if base else float("nan"), "rss_last": base[-1] if base else float("nan"),
         "rss_drift_pct": drift,
     }
-    log_path = Path(tempfile.gettempdir()) / f"canne-soak-{os.getpid()}.log"
-    log_path.write_text("\n".join(ln for ln in daemon.lines if not ln.startswith("voices ")) + "\n")
-    print(f"daemon log (without status lines): {log_path}")
     for ln in daemon.lines:
         if not ln.startswith("voices ") and (" WARNING " in ln or " ERROR " in ln):
             print("daemon:", ln)
