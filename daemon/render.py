@@ -82,6 +82,8 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         kwargs["max_polyphony"] = max(64, int(polyphony))
     engine = Engine(model, sample_rate=int(sample_rate), lookahead=lookahead, seed=seed, **kwargs)
     mapper = Mapper(mapping, engine, synchronous=True)
+    if polyphony:  # the command line wins over the mapping's notes.polyphony
+        engine.set_polyphony(int(polyphony))
 
     events = []
     t = 0.0

@@ -147,3 +147,22 @@ def test_render_errors_are_one_line(tmp_path, model_dir, case):
     errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln]
     assert len(errors) == 1 and needle in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("polyphony,sounding", [(1, (67,)), (None, (60, 64, 67))], ids=["poly-1", "mapping-8"])
+def test_polyphony_option_overrides_the_mapping(tmp_path, model_dir, polyphony, sounding):
+    """--polyphony 1 beats the default mapping's 8: of the C major triad only G4 sounds."""
+    from daemon.model import DecoderModel
+    from daemon.render import render_midi
+
+    sr = 48000
+    y = render_midi(_song(tmp_path / "song.mid"), DecoderModel(model_dir), sample_rate=sr,
+                    mapping_path=DEFAULT_MAPPING, polyphony=polyphony).astype(np.float64)
+    chord = y[int(1.3 * sr):int(1.9 * sr)]
+    spec = np.abs(np.fft.rfft(chord * np.hanning(chord.size)))
+    level = {n: 20 * np.log10(spec[int(round(midi_to_hz(n) * chord.size / sr))] / spec.max()) for n in (60, 64, 67)}
+    for n in (60, 64, 67):
+        if n in sounding:
+            assert level[n] > -12.0, level
+        else:
+            assert level[n] < -40.0, level
