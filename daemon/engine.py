@@ -527,12 +527,14 @@ class Engine:
         vb = new.voices
         vb.polyphony = old.voices.polyphony
         vb.sustain = old.voices.sustain
-        for note, vgain, level in old.voices.active_notes():
+        for note, vgain, level, held in old.voices.active_notes():
             row = vb.note_on(note, 127)
             v = vb.voices[row]
             v.velocity_gain = vgain
             v.level = level
             v.stage = DECAY  # toward sustain; the level carries over
+            v.held = held  # a key already up stays up: only the pedal holds it
+            v.sustained = not held
         # fade the old core out over one hop; the new core's voices ramp in from 0
         for i in range(old.voices.n_active):
             v = old.voices.voices[i]

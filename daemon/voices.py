@@ -253,7 +253,10 @@ class VoiceBank:
         self.n_knee = n_knee
         return self.n_active
 
-    def active_notes(self) -> list[tuple[int, float, float]]:
-        """(note, velocity_gain, level) of held/sustained voices (for a model switch)."""
-        return [(v.note, v.velocity_gain, v.level) for v in self.voices[: self.n_active]
+    def active_notes(self) -> list[tuple[int, float, float, bool]]:
+        """(note, velocity_gain, level, held) of held/sustained voices (for a model switch).
+
+        ``held`` is False for a voice kept only by the sustain pedal (key already up).
+        """
+        return [(v.note, v.velocity_gain, v.level, v.held) for v in self.voices[: self.n_active]
                 if (v.held or v.sustained) and v.stage < RELEASE]

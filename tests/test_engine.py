@@ -388,3 +388,24 @@ def test_settings_queued_before_set_model_reach_the_new_model(model, model_small
         level, stolen = onset_level_db(switch)
         assert level < -12.0, (switch, level)  # 2 s attack: ~-18 dB at 0.22 s
         assert stolen == 1, switch
+
+
+@pytest.mark.parametrize("other", ["same_config", "other_frame_size"])
+def test_note_held_by_the_pedal_across_set_model_is_released_with_it(model, model_small, other):
+    """Key up, pedal down, program change, pedal up: the note ends (was stuck as held)."""
+    e = Engine(model, sample_rate=48000)
+    e.set_param("release_ms", 50.0)
+    e.note_on(60, 100)
+    e.note_on(64, 100)
+    e.set_sustain(True)
+    e.render(9600)
+    e.note_off(60)  # sustained by the pedal
+    e.set_model(model if other == "same_config" else model_small)
+    y = e.render(9600)
+    assert rms_dbfs(y[-4096:]) > -35.0 and e.stats.active_voices == 2  # both still sound
+    e.set_sustain(False)  # 60 ends; 64 is still held by its key
+    e.render(24000)
+    assert e.stats.active_voices == 1
+    e.note_off(64)
+    y = e.render(24000)
+    assert e.stats.active_voices == 0 and np.max(np.abs(y[-4096:])) < 1e-5
