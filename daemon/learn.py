@@ -140,7 +140,7 @@ def _guess_encoder(values: list) -> str:
     vs = set(values)
     if vs <= set(range(1, 9)) | set(range(120, 128)):
         return "twos_complement"
-    if vs <= set(range(56, 73)) - {64} or vs <= set(range(56, 73)):
+    if vs <= set(range(56, 73)):
         return "binary_offset"
     if vs <= set(range(1, 9)) | set(range(65, 73)):
         return "signed_bit"
@@ -243,6 +243,8 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
     """
     latent_dim = getattr(model, "latent_dim", None)
     parse_target(target, latent_dim)  # fail before waiting
+    if write:
+        _check_folder(Path(mapping_path).expanduser())
     msgs = list(_iter_source(message_source, timeout, settle_s, clock))
     try:
         binding = detect_binding(msgs, target, latent_dim)
@@ -357,9 +359,15 @@ def apply_binding_to_yaml(text: str, binding: Binding, *, comment: str | None = 
     return "\n".join(lines) + "\n"
 
 
+def _check_folder(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
+
+
 def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | None = "learned") -> str:
     """Apply ``binding`` to the file, validate, write atomically; return the new text."""
     path = Path(mapping_path).expanduser()
+    _check_folder(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

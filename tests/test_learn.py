@@ -19,6 +19,7 @@ from daemon.learn import (  # noqa: E402
     detect_binding,
     learn_binding,
     parse_target,
+    write_binding,
 )
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
@@ -199,3 +200,18 @@ def test_learn_binding_creates_a_missing_file(model, tmp_path):
     learn_binding(path, "neuron 2", [cc(20, 5), cc(20, 9)], model=model)
     m = load_mapping(path, model)
     assert [(c.cc, c.neuron) for c in m.controls] == [(20, 2)]
+
+
+def test_learn_into_a_missing_folder_fails_before_waiting(model, tmp_path):
+    """A mapping path in a folder that does not exist: a MappingError naming the folder,
+    raised before any message is read (the source must not be consumed)."""
+    path = tmp_path / "no_such_folder" / "m.yaml"
+
+    def receive(timeout):
+        raise AssertionError("learn read MIDI before checking the folder")
+
+    with pytest.raises(MappingError, match="no_such_folder.*does not exist"):
+        learn_binding(path, "gain", receive, timeout=1.0, model=model)
+    with pytest.raises(MappingError, match="no_such_folder.*does not exist"):
+        write_binding(path, Binding(cc=1, channel=1, neuron=0), model=model)
+    assert not path.parent.exists()
