@@ -171,3 +171,26 @@ def test_fluidsynth_renders_the_asked_notes(tmp_path):
         assert abs(cents) < 30, (note, peak_hz)
     mag = magnitude_frames(y, st)
     assert mag.shape[1] == 2049
+
+
+@pytest.mark.parametrize("scale,first,last,count", [("one-octave", 60, 72, 8),
+                                                    ("five-octave", 36, 96, 36)],
+                         ids=["one-octave", "five-octave"])
+def test_scales_are_c_major(scale, first, last, count):
+    from training.scales import c_major_notes
+
+    notes = c_major_notes(scale)
+    assert (notes[0], notes[-1], len(notes)) == (first, last, count)
+    assert all(n % 12 in (0, 2, 4, 5, 7, 9, 11) for n in notes)
+
+
+def test_midi_file_plays_the_scale(tmp_path):
+    import mido
+
+    fluid.write_scale_midi(tmp_path / "s.mid", 5, [60, 62], note_s=1.0, tail_s=0.5)
+    mid = mido.MidiFile(tmp_path / "s.mid")
+    msgs = [m for m in mid if not m.is_meta]
+    assert msgs[0].type == "program_change" and msgs[0].program == 5
+    ons = [m.note for m in msgs if m.type == "note_on" and m.velocity > 0]
+    assert ons == [60, 62]
+    assert abs(mid.length - 3.0) < 1e-6  # 2 x (1 s note + 0.5 s release)
