@@ -194,3 +194,10 @@ def test_midi_file_plays_the_scale(tmp_path):
     ons = [m.note for m in msgs if m.type == "note_on" and m.velocity > 0]
     assert ons == [60, 62]
     assert abs(mid.length - 3.0) < 1e-6  # 2 x (1 s note + 0.5 s release)
+
+
+def test_not_a_soundfont_error_names_file(tmp_path):
+    bad = tmp_path / "fake.sf2"
+    bad.write_bytes(b"not a soundfont at all")
+    with pytest.raises(CorpusError, match=r"fake\.sf2 is not an SF2 file"):
+        fluid.find_soundfont(str(bad))

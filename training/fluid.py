@@ -34,6 +34,11 @@ def find_soundfont(path: str | None = None) -> Path:
         if not p.is_file():
             raise CorpusError(f"SoundFont {p} does not exist; install fluid-soundfont-gm or pass "
                               "--soundfont /path/to/file.sf2")
+        with open(p, "rb") as f:
+            head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+            raise CorpusError(f"SoundFont {p} is not an SF2 file (no RIFF 'sfbk' header); "
+                              "pass a .sf2 file")
         return p
     for cand in DEFAULT_SOUNDFONTS:
         if Path(cand).is_file():
@@ -84,8 +89,9 @@ def render_program(program: int, notes: list[int], *, soundfont: Path, sample_ra
                "-O", "float", "-T", "wav", "-F", str(wav), str(soundfont), str(mid)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if res.returncode != 0 or not wav.is_file():
-            raise CorpusError(f"fluidsynth failed for program {program} with {soundfont}: "
-                              f"{(res.stderr or res.stdout).strip().splitlines()[-1:] }")
+            last = ((res.stderr or res.stdout).strip().splitlines() or ["no output"])[-1]
+            raise CorpusError(f"fluidsynth failed for program {program} with {soundfont} "
+                              f"(exit {res.returncode}): {last}")
         y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     if sr != sample_rate:
         raise CorpusError(f"fluidsynth wrote {sr} Hz, expected {sample_rate} Hz")
