@@ -49,6 +49,55 @@ def latent_stats(z: np.ndarray) -> dict:
             "latent_default": [float(v) for v in med]}
 
 
+@torch.no_grad()
+def tuned_default_latent(model, z: np.ndarray, *, reference_note: int, sample_rate: int,
+                         n_fft: int, max_candidates: int = 4000, cents: float = 10.0,
+                         seed: int = 0) -> tuple[list[float] | None, dict]:
+    """A default latent whose decoded frame is a clean tone at the reference note.
+
+    The median latent of a multi-instrument corpus decodes to a blend of several
+    notes (no clear pitch), so a performer pressing A4 would not hear A4 in the
+    ``transpose`` mode. Instead: decode up to ``max_candidates`` encoded training
+    frames [n, latent_dim], keep those whose decoded fundamental lies within
+    ``cents`` of the reference note, rank them by harmonicity (share of the energy
+    within two bins of the first 24 harmonics), and among the best tenth take the
+    one nearest the median latent (in units of the learned range). Returns
+    (latent, info) or (None, info) when no frame qualifies.
+    """
+    from daemon.pitch import estimate_f0, midi_to_hz
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(z), min(max_candidates, len(z)), replace=False)
+    zc = z[idx]
+    mags = model.decoder(torch.as_tensor(zc)).numpy().astype(np.float64)
+    bin_hz = sample_rate / n_fft
+    ref_hz = float(midi_to_hz(reference_note))
+    bins = np.arange(mags.shape[1])
+    ok, harm = [], []
+    for i, mag in enumerate(mags):
+        f0 = estimate_f0(mag, bin_hz)
+        if f0 <= 0 or abs(1200 * np.log2(f0 / ref_hz)) > cents:
+            continue
+        near = np.zeros(mags.shape[1], bool)
+        for k in range(1, 25):
+            near |= np.abs(bins - k * f0 / bin_hz) <= 2.0
+        e = mag ** 2
+        ok.append(i)
+        harm.append(float(e[near].sum() / max(e.sum(), 1e-30)))
+    info = {"candidates": int(len(zc)), "at_reference_note": len(ok)}
+    if not ok:
+        return None, info
+    ok, harm = np.array(ok), np.array(harm)
+    best = ok[harm >= np.quantile(harm, 0.9)]
+    lo, hi = np.percentile(z, 1, axis=0), np.percentile(z, 99, axis=0)
+    med = np.median(z, axis=0)
+    dist = np.linalg.norm((zc[best] - med) / np.maximum(hi - lo, 1e-6), axis=1)
+    pick = int(best[np.argmin(dist)])
+    info.update({"harmonicity": round(float(harm[ok == pick][0]), 4),
+                 "f0_hz": round(float(estimate_f0(mags[pick], bin_hz)), 2)})
+    return [float(v) for v in zc[pick]], info
+
+
 def _export_graph(module, example, path: Path, in_name: str, out_name: str) -> None:
     torch.onnx.export(module, (example,), str(path), input_names=[in_name],
                       output_names=[out_name], dynamic_axes={in_name: {0: "batch"},
@@ -109,6 +158,15 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         tr = np.sort(rng.choice(tr, max_frames, replace=False))
     z = encode_frames(model, corpus.frames[tr])
     lat = latent_stats(z)
+    reference_note = int(corpus.meta.get("reference_note", 60))
+    tuned, default_info = tuned_default_latent(model, z, reference_note=reference_note,
+                                               sample_rate=st.sample_rate, n_fft=st.n_fft,
+                                               seed=seed)
+    if tuned is not None:
+        lat["latent_default"] = tuned
+        default_info["kind"] = "clean frame at the reference note"
+    else:
+        default_info["kind"] = "median (no decoded frame at the reference note)"
     val_frames = np.ascontiguousarray(corpus.frames[corpus.split_index("val")])
     vm = evaluate(model, val_frames)
     vm = {k: round(float(v), 6) for k, v in vm.items()}
@@ -124,7 +182,7 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         "latent_min": json.dumps(lat["latent_min"]),
         "latent_max": json.dumps(lat["latent_max"]),
         "latent_default": json.dumps(lat["latent_default"]),
-        "reference_note": str(int(corpus.meta.get("reference_note", 60))),
+        "reference_note": str(reference_note),
         "corpus": description or corpus.meta["description"],
         "validation_metrics": json.dumps(vm),
         "training_config": json.dumps(resolved),
@@ -161,7 +219,7 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         shutil.copyfile(enc, out / "encoder.onnx")
     config = {**resolved, "export": {"run": str(run), "best_epoch": ck["info"].get("epoch"),
                                      "parity_max_abs_diff": {"decoder": d_dec, "encoder": d_enc},
-                                     "opset": OPSET},
+                                     "opset": OPSET, "default_latent": default_info},
               "metadata": {k: (json.loads(v) if k in ("latent_min", "latent_max",
                                                       "latent_default", "validation_metrics")
                                else v) for k, v in meta.items() if k != "training_config"}}

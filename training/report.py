@@ -124,5 +124,5 @@ def write_report(run: str | Path, out: str | Path | None = None, *, corpus=None,
         tr = np.sort(rng.choice(tr, 50000, replace=False))
     z = encode_frames(model, corpus.frames[tr])
     st = latent_stats(z)
-    plot_latents(z, st["latent_min"], st["latent_max"], st["latent_default"], files[2])
+    plot_latents(z, st["latent_min"], st["latent_max"], st["latent_default"], files[2])  # median
     return files
