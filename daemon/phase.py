@@ -97,6 +97,7 @@ class RTPGHI:
         self.lookahead = int(lookahead)
         self.tol = float(tol)
         self.log_floor = float(np.log(floor))
+        self._floor32 = np.float32(math.exp(self.log_floor))
         self.n_bins = B = L // 2 + 1
         lam = HANN_GAMMA * L * L
         self._c_t = a * L / lam  # ds/dm -> rad per hop
@@ -216,14 +217,16 @@ class RTPGHI:
         else:  # priming: all three slots of these rows hold the same frame
             r0 = r1 = r2 = self._ring
         s_new = self._s[r0, sl]
-        np.maximum(magnitude[sl], math.exp(self.log_floor), out=s_new)
+        m_new = self._m[r0, sl]
+        m_new[...] = magnitude[sl]  # one float64 -> float32 conversion, reused for the log
+        # (rounding is monotonic: max(f32(x), f32(c)) == f32(max(x, c)))
+        np.maximum(m_new, self._floor32, out=s_new)
         np.log(s_new, out=s_new)
         s1 = self._s[r1, sl]
         s2 = self._s[r2, sl]
 
         fgrad = self._fgrad[sl]
         rowmax = self._rowmax[sl]
-        self._m[r0, sl] = magnitude[sl]
         if self.lookahead == 0:
             s_out = s_new
             # first-order backward difference: measured better than the

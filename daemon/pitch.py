@@ -60,7 +60,11 @@ def peak_positions(mag: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """
     n = mag.shape[-1]
     i = np.clip(idx, 1, n - 2)
-    sl, s0, sr = _log(mag[..., i - 1]), _log(mag[..., i]), _log(mag[..., i + 1])
+    return _peak_positions_log(_log(mag[..., i - 1]), _log(mag[..., i]), _log(mag[..., i + 1]), i)
+
+
+def _peak_positions_log(sl: np.ndarray, s0: np.ndarray, sr: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """:func:`peak_positions` from the log-magnitudes at ``i - 1``, ``i``, ``i + 1``."""
     curv = sl - 2.0 * s0 + sr
     grad = 0.5 * (sr - sl)
     par = np.where(curv < -1e-12, -grad / np.where(curv < -1e-12, curv, -1.0), 0.0)
@@ -172,6 +176,10 @@ class PitchStage:
         self._acc = np.zeros((n_voices, n_bins), f4)
         self._bins_i = np.arange(n_bins, dtype=np.int64)
         self._tapsrc = {tap: np.clip(self._bins_i + tap, 0, n_bins - 1) for tap in (-1, 0, 1, 2)}
+        self._slog = np.zeros(n_bins)
+        self._ltap64 = np.zeros(n_bins)
+        self._ltap_buf = np.zeros((4, n_bins), f4)  # log magnitude at taps k-1, k, k+1, k+2
+        self._ltap_views = [self._ltap_buf[k][None, :] for k in range(4)]
         self.analyse(np.zeros(n_bins))
 
     def analyse(self, mag: np.ndarray) -> np.ndarray:
@@ -192,11 +200,20 @@ class PitchStage:
         segmax = np.maximum.reduceat(mag, starts)
         is_peak = mag == segmax[lid]
         pk = np.maximum.reduceat(np.where(is_peak, np.arange(n), -1), starts)
-        pos = peak_positions(mag, pk)
+        # peak_positions(mag, pk), with the log taken once over the frame
+        i = np.clip(pk, 1, n - 2)
+        slog = self._slog
+        np.maximum(mag, 1e-30, out=slog)
+        np.log(slog, out=slog)
+        pos = _peak_positions_log(slog[i - 1], slog[i], slog[i + 1], i)
         peaks = pos[lid]
         # per-frame interpolation data
         logm = np.log(np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30)))
-        self._ltap = [logm[self._tapsrc[t]][None, :].astype(np.float32) for t in (-1, 0, 1, 2)]
+        lt = self._ltap_buf
+        for k, t in enumerate((-1, 0, 1, 2)):
+            np.take(logm, self._tapsrc[t], out=self._ltap64)
+            np.copyto(lt[k], self._ltap64, casting="same_kind")
+        self._ltap = self._ltap_views
         m0 = mag[self._tapsrc[0]]
         m1 = mag[self._tapsrc[1]]
         lo = np.minimum(mag[self._tapsrc[-1]], mag[self._tapsrc[2]])
