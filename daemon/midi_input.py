@@ -304,6 +304,7 @@ class MidiInput:
 
     def _open_port(self, name: str, index: int) -> _OpenPort | None:
         rtmidi = _rtmidi()
+        midi_in = None
         try:
             midi_in = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
                                     queue_size_limit=RTMIDI_QUEUE)
@@ -313,6 +314,11 @@ class MidiInput:
             return _OpenPort(name=name, midi_in=midi_in, tag=tag)
         except Exception as exc:
             log.warning("cannot open MIDI input %r: %s", name, exc)
+            if midi_in is not None:
+                # Disarm and destroy it: python-rtmidi never frees the C++ object on its
+                # own, so each failed retry (every poll) would leave one more active
+                # JACK/ALSA client behind. RtMidi has already registered our port.
+                self._close_port(_OpenPort(name=name, midi_in=midi_in))
             return None
 
     def _close_port(self, port: _OpenPort) -> None:

@@ -162,3 +162,25 @@ def test_jack_port_is_received_lost_and_reconnected(jack_env):
     finally:
         m.close()
         sender.close()
+
+
+@pytest.mark.jack
+def test_failed_port_open_leaves_no_armed_input_or_jack_client_behind(jack_env):
+    """A source that cannot be opened (here: a stale index) is retried on every poll;
+    each failed try must destroy its rtmidi client, not keep it armed and active."""
+    import jack
+
+    m = MidiInput(api="jack", patterns=["nothing-matches"], virtual=True)
+    c = jack.Client("canne-test-watch", no_start_server=True, servername=jack_env.name)
+    try:
+        m.start()
+        armed = list(m._inputs)
+        before = sorted(p.name for p in c.get_ports(is_midi=True, is_input=True))
+        for _ in range(3):
+            assert m._open_port("canne-test-gone:out", 9999) is None
+        assert m._inputs == armed
+        after = sorted(p.name for p in c.get_ports(is_midi=True, is_input=True))
+        assert after == before, f"failed opens left JACK ports behind: {sorted(set(after) - set(before))}"
+    finally:
+        c.close()
+        m.close()
