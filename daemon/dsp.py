@@ -94,11 +94,14 @@ class OverlapAdd:
         """Copy the state of row ``src`` into row ``dst``."""
         self._acc[dst] = self._acc[src]
 
-    def _add_frames(self, spectra: np.ndarray, rows: slice) -> np.ndarray:
+    def _add_frames(self, spectra: np.ndarray, rows: slice, signed: bool = False) -> np.ndarray:
         """irfft, window and add ``spectra[rows]`` into the accumulators; return ``acc[rows]``."""
         acc = self._acc[rows]
-        spec = self._spec[rows]
-        np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
+        if signed:  # the caller already multiplied by (-1)**m (:attr:`sign`)
+            spec = spectra[rows]
+        else:
+            spec = self._spec[rows]
+            np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
         frames = _irfft(spec, n=self.n_fft, axis=1)
         np.multiply(frames, self._window32, out=frames)
         np.add(acc, frames, out=acc)
@@ -125,15 +128,19 @@ class OverlapAdd:
             self.out[:] = 0.0
         return self.out
 
-    def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None) -> np.ndarray | None:
+    def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None,
+                  *, signed: bool = False) -> np.ndarray | None:
         """Like :meth:`push` for a contiguous range of rows, without summing.
 
         Writes the next ``hop`` samples of each row into ``out[rows]`` (shape
         [rows, hop]) if given; ``out=None`` discards them (priming).
+        ``signed=True``: ``spectra`` already carry the ``(-1)**m`` of the centre-phase
+        convention (:attr:`sign`; the engine folds it into the magnitudes, saving
+        a pass over the complex spectra).
         """
         if self._acc[rows].shape[0] == 0:
             return out
-        acc = self._add_frames(spectra, rows)
+        acc = self._add_frames(spectra, rows, signed)
         if out is not None:
             out[rows] = acc[:, :self.hop]
         self._advance(acc)

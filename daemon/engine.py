@@ -109,6 +109,7 @@ class _Core:
         self.hop_ms = 1000.0 * self.hop / self.sr
         self.phase = RTPGHI(self.n_fft, self.hop, rows, lookahead, seed=seed)
         self.ola = OverlapAdd(self.n_fft, self.hop, rows)
+        self._sign32 = self.ola.sign.astype(np.float32)  # (-1)**m, see _spectrum
         self.pitch = PitchStage(B, rows, bin_ratio=self.bin_ratio, n_fft=self.n_fft, sr_out=self.sr)
         self.voices = VoiceBank(rows, polyphony, self._move)
         self.n_prime = max(0, self.n_fft // self.hop - 1)
@@ -225,12 +226,12 @@ class _Core:
                     for _ in range(self.n_prime):
                         ph = self.phase.execute(pitched, rows=sl, advance=False, freq_hint=hint)
                         self._spectrum(ph, sl)
-                        self.ola.push_rows(self.spec, sl, None)
+                        self.ola.push_rows(self.spec, sl, None, signed=True)
         rows = slice(0, n)
         ph = self.phase.execute(pitched, n, freq_hint=hint)
         self._spectrum(ph, rows)
         y = self.rows_out
-        self.ola.push_rows(self.spec, rows, y)
+        self.ola.push_rows(self.spec, rows, y, signed=True)
         # sum_v y_v(t) * (g0_v + (g1_v - g0_v) * ramp(t)), as two matrix-vector products
         dg = self._dg[:n]
         np.subtract(vb.g1[:n], vb.g0[:n], out=dg)
@@ -252,13 +253,18 @@ class _Core:
         return out
 
     def _spectrum(self, ph: np.ndarray, rows: slice) -> None:
-        """spec[rows] = out_mag * scale * exp(i*ph), in float32 (SIMD sin/cos)."""
+        """spec[rows] = out_mag * scale * (-1)**m * exp(i*ph), in float32 (SIMD sin/cos).
+
+        The ``(-1)**m`` (exact) is the overlap-add's centre-phase shift, folded in
+        here on the real magnitudes (``push_rows(..., signed=True)``).
+        """
         p32 = self._ph32[rows]
         np.copyto(p32, ph, casting="same_kind")
         re = self._re[rows]
         im = self._im[rows]
         m = self._m32[rows]
         np.multiply(self.phase.out_mag[rows], self.scale, out=m, casting="same_kind")
+        m *= self._sign32
         np.cos(p32, out=re)
         np.sin(p32, out=im)
         re *= m

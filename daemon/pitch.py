@@ -177,7 +177,6 @@ class PitchStage:
         self._bins_i = np.arange(n_bins, dtype=np.int64)
         self._tapsrc = {tap: np.clip(self._bins_i + tap, 0, n_bins - 1) for tap in (-1, 0, 1, 2)}
         self._slog = np.zeros(n_bins)
-        self._ltap64 = np.zeros(n_bins)
         self._ltap_buf = np.zeros((4, n_bins), f4)  # log magnitude at taps k-1, k, k+1, k+2
         self._ltap_views = [self._ltap_buf[k][None, :] for k in range(4)]
         self.analyse(np.zeros(n_bins))
@@ -201,7 +200,7 @@ class PitchStage:
         is_peak = mag == segmax[lid]
         pk = np.maximum.reduceat(np.where(is_peak, np.arange(n), -1), starts)
         # peak_positions(mag, pk), with the log taken once over the frame
-        i = np.clip(pk, 1, n - 2)
+        i = np.minimum(np.maximum(pk, 1), n - 2)  # np.clip(pk, 1, n - 2)
         slog = self._slog
         np.maximum(mag, 1e-30, out=slog)
         np.log(slog, out=slog)
@@ -209,10 +208,16 @@ class PitchStage:
         peaks = pos[lid]
         # per-frame interpolation data
         logm = np.log(np.maximum(mag, 1e-12 * max(float(mag.max()), 1e-30)))
+        # taps k-1, k, k+1, k+2 (clamped at the ends): shifted copies of logm in float32
         lt = self._ltap_buf
-        for k, t in enumerate((-1, 0, 1, 2)):
-            np.take(logm, self._tapsrc[t], out=self._ltap64)
-            np.copyto(lt[k], self._ltap64, casting="same_kind")
+        c = lt[1]
+        np.copyto(c, logm, casting="same_kind")
+        lt[0, 1:] = c[:-1]
+        lt[0, 0] = c[0]
+        lt[2, :-1] = c[1:]
+        lt[2, -1] = c[-1]
+        lt[3, :-2] = c[2:]
+        lt[3, -2:] = c[-1]
         self._ltap = self._ltap_views
         m0 = mag[self._tapsrc[0]]
         m1 = mag[self._tapsrc[1]]
