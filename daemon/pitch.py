@@ -259,7 +259,6 @@ class PitchStage:
         if key == self._key:
             return out
         self._key = key
-        out[:] = 0.0
         # Lobe translation by delta = p*(ratio-1) + offset: output bin k + I
         # (I = ceil(delta)) takes the lobe's value at source position k + f,
         # f = I - delta in [0, 1), interpolated with a Keys cubic on *log*
@@ -305,7 +304,7 @@ class PitchStage:
         idx = j[ok]
         flat = self._flat[: n * B]
         wt = acc[ok]
-        flat += np.bincount(idx, wt, minlength=n * B)[: n * B]
+        np.copyto(flat, np.bincount(idx, wt, minlength=n * B)[: n * B])  # every bin written
         # frequency of each output bin's lobe (output bins): where the lobe's
         # peak was moved to, weighted by contribution where lobes overlap
         p_out = delta
