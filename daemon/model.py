@@ -84,6 +84,8 @@ class DecoderModel:
         # decode(out=...) writes straight into the caller's buffer (no result array, no copy)
         self._binding = self._session.io_binding()
         self._bound_out = None  # (data pointer, shape) of the bound output buffer
+        self._bound_z = None  # the input array bound (the engine decodes from one buffer)
+        self._ort = ort
         # warm-up: the first run allocates; do it before any audio stream opens. It also
         # checks the output width against n_fft, which would otherwise fail in render
         try:
@@ -178,7 +180,9 @@ class DecoderModel:
         ----------
         z : array_like [batch, latent_dim]
         out : ndarray [batch, n_bins] float32, optional
-            Filled in place if given.
+            Filled in place if given (C-contiguous float32: onnxruntime writes into
+            it directly through an IO binding; one thread at a time per model,
+            as the engine's render does).
 
         Returns
         -------
@@ -192,7 +196,9 @@ class DecoderModel:
         if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
                 and out.shape == (z.shape[0], self.n_bins)):
             b = self._binding
-            b.bind_cpu_input(self._input_name, z)
+            if z is not self._bound_z:  # an OrtValue over z's memory (shared on CPU, no copy)
+                b.bind_ortvalue_input(self._input_name, self._ort.OrtValue.ortvalue_from_numpy(z))
+                self._bound_z = z  # keeps the bound memory alive
             key = (out.ctypes.data, out.shape)
             if self._bound_out != key:
                 b.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
