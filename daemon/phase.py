@@ -129,7 +129,6 @@ class RTPGHI:
         self._tmpb = np.zeros((V, B), bool)
         self._seg = np.zeros(V * B, np.int64)
         self._seg2 = np.zeros(V * B, np.int64)
-        self._i2 = np.zeros(V * B, np.int64)
         self._key = np.zeros(V * B, f4)
         self._keyb = np.zeros(V * B, f4)
         self._f2 = np.zeros(V * B, f8)
@@ -341,12 +340,14 @@ class RTPGHI:
         # agree the time derivative is most reliable: the anchor is the bin with
         # the largest geometric mean of the two frames (same argmax as the product)
         key = np.multiply(flat_mag, flat_prev, out=self._key[:nb])
-        seg_valid = np.take(valid[seg_lobe], seg, out=self._b1[:nb])
-        mask = np.logical_not(seg_valid, out=self._b2[:nb])
+        # (the masks are built per lobe, then spread to the bins with one take each)
+        lobe_seg_valid = valid[seg_lobe][seg_of_lobe]
+        mask = np.take(~lobe_seg_valid, lid, out=self._b2[:nb])
         np.copyto(key, flat_mag, where=mask)
-        first = np.take(seg_lobe, seg, out=self._i2[:nb])
-        np.not_equal(lid, first, out=mask)
-        np.logical_and(mask, seg_valid, out=mask)
+        # bins of a valid segment outside its first lobe
+        lobe_skip = np.arange(seg_of_lobe.shape[0]) != seg_lobe[seg_of_lobe]
+        lobe_skip &= lobe_seg_valid
+        np.take(lobe_skip, lid, out=mask)
         np.copyto(key, -1.0, where=mask)
         segmax = np.maximum.reduceat(key, segstarts)
         seg_best = np.take(segmax, seg, out=self._keyb[:nb])
