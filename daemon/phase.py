@@ -128,7 +128,6 @@ class RTPGHI:
         self._start = np.zeros((V, B), bool)
         self._tmpb = np.zeros((V, B), bool)
         self._seg = np.zeros(V * B, np.int64)
-        self._seg2 = np.zeros(V * B, np.int64)
         self._key = np.zeros(V * B, f4)
         self._keyb = np.zeros(V * B, f4)
         self._f2 = np.zeros(V * B, f8)
@@ -333,8 +332,8 @@ class RTPGHI:
         segstarts = lstarts[seg_lobe]
         seg_of_lobe = np.cumsum(keep) - 1
         # (below, every [voices*bins] array is a preallocated buffer; only the
-        # per-lobe index arrays above are allocated, a few hundred entries)
-        seg = np.take(seg_of_lobe, lid, out=self._seg2[:nb])
+        # per-lobe/per-segment arrays are allocated, a few hundred entries; a
+        # bin's segment is seg_of_lobe[lid], folded into each per-lobe lookup)
         # anchor candidates: the first (time-entered) lobe of a segment, or the
         # whole segment when it holds no time-entered lobe; where both frames
         # agree the time derivative is most reliable: the anchor is the bin with
@@ -350,16 +349,16 @@ class RTPGHI:
         np.take(lobe_skip, lid, out=mask)
         np.copyto(key, -1.0, where=mask)
         segmax = np.maximum.reduceat(key, segstarts)
-        seg_best = np.take(segmax, seg, out=self._keyb[:nb])
+        seg_best = np.take(segmax[seg_of_lobe], lid, out=self._keyb[:nb])
         is_anchor = np.equal(key, seg_best, out=self._b1[:nb])
         anchors = np.flatnonzero(is_anchor)
         anchor_pos = np.empty(segstarts.shape[0], np.int64)
-        anchor_pos[seg[anchors]] = anchors  # ties: any one of them
+        anchor_pos[seg_of_lobe[lid[anchors]]] = anchors  # ties: any one of them
         flat_F = F.reshape(-1)
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
         out = self.out_phase[sl]
         flat_out = out.reshape(-1)
-        per_bin = np.take(offset, seg, out=self._f2[:nb])
+        per_bin = np.take(offset[seg_of_lobe], lid, out=self._f2[:nb])
         np.add(flat_F, per_bin, out=flat_out)
 
         # negligible bins: random phase
