@@ -75,22 +75,20 @@ class Supervisor:
         self._child: subprocess.Popen | None = None
 
     # -- signals -----------------------------------------------------------------
-    def _on_stop(self, signum, _frame) -> None:
-        self.stopping = True
+    def _signal_child(self, sig: int) -> None:
         child = self._child
         if child is not None and child.poll() is None:
             try:
-                child.send_signal(signal.SIGTERM)
+                child.send_signal(sig)
             except OSError:
                 pass
 
+    def _on_stop(self, signum, _frame) -> None:
+        self.stopping = True
+        self._signal_child(signal.SIGTERM)
+
     def _on_hup(self, _signum, _frame) -> None:
-        child = self._child
-        if child is not None and child.poll() is None:
-            try:
-                child.send_signal(signal.SIGHUP)
-            except OSError:
-                pass
+        self._signal_child(signal.SIGHUP)
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop)

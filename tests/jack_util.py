@@ -9,6 +9,7 @@ are created one at a time; every wait polls with a generous deadline.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 RATE = 48000
 PERIOD = 256
@@ -101,6 +103,26 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+@contextlib.contextmanager
+def jack_server_env(prefix: str, log_dir: Path):
+    """Start a named dummy JACK server and point JACK_DEFAULT_SERVER at it while in use.
+
+    Skips the calling test only when ``jackd`` is not installed at all.
+    """
+    if jackd_path() is None:
+        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
+    srv = JackServer(f"{prefix}-{os.getpid()}", log_dir=log_dir)
+    srv.start()
+    mp = pytest.MonkeyPatch()
+    for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
+        mp.setenv(key, srv.env[key])
+    try:
+        yield srv
+    finally:
+        mp.undo()
+        srv.stop()
 
 
 class Recorder:

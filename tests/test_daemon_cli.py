@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jack_util import JackServer, MidiSender, jackd_path, wait_for
+from jack_util import MidiSender, jack_server_env, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,16 +91,8 @@ def test_bad_latency_is_refused_by_the_parser(value):
 # -- with a JACK dummy server ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if jackd_path() is None:
-        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
-    srv = JackServer(f"canne-cli-{os.getpid()}", log_dir=tmp_path_factory.mktemp("jack"))
-    srv.start()
-    mp = pytest.MonkeyPatch()
-    for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
-        mp.setenv(key, srv.env[key])
-    yield srv
-    mp.undo()
-    srv.stop()
+    with jack_server_env("canne-cli", tmp_path_factory.mktemp("jack")) as srv:
+        yield srv
 
 
 @pytest.mark.jack

@@ -13,7 +13,6 @@ generous deadline; assertions are on the recorded audio in physical units.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 
 from jack_util import (
-    Daemon, JackServer, MidiSender, Recorder, cents, dbfs, fundamental_hz, jackd_path, wait_for,
+    Daemon, MidiSender, Recorder, cents, dbfs, fundamental_hz, jack_server_env, wait_for,
 )
 
 pytestmark = pytest.mark.jack
@@ -52,16 +51,8 @@ def _midi_hz(note: float) -> float:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if jackd_path() is None:
-        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
-    srv = JackServer(f"canne-e2e-{os.getpid()}", log_dir=tmp_path_factory.mktemp("jack"))
-    srv.start()
-    mp = pytest.MonkeyPatch()
-    for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
-        mp.setenv(key, srv.env[key])
-    yield srv
-    mp.undo()
-    srv.stop()
+    with jack_server_env("canne-e2e", tmp_path_factory.mktemp("jack")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
