@@ -8,7 +8,7 @@ import sounddevice as sd
 
 from daemon.audio_output import AudioOutput, find_output_device
 from daemon.errors import DeviceError
-from jack_util import JackServer, Recorder, cents, dbfs, fundamental_hz, jackd_path
+from jack_util import Recorder, cents, dbfs, fundamental_hz, jack_server_env
 
 RATE = 48000
 
@@ -118,12 +118,8 @@ def test_unknown_device_is_a_one_line_error_naming_it(spec):
 
 @pytest.fixture(scope="module")
 def jack_server(tmp_path_factory):
-    if jackd_path() is None:
-        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
-    server = JackServer("canne-test-audio", log_dir=tmp_path_factory.mktemp("jack"))
-    server.start()
-    yield server
-    server.stop()
+    with jack_server_env("canne-test-audio", tmp_path_factory.mktemp("jack")) as server:
+        yield server
 
 
 @pytest.mark.jack

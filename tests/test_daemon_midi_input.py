@@ -6,7 +6,7 @@ import pytest
 
 from daemon.errors import DeviceError
 from daemon.midi_input import MidiInput, api_candidates, select_ports
-from jack_util import JackServer, MidiSender, jackd_path, wait_for
+from jack_util import MidiSender, jack_server_env, wait_for
 
 
 def _fed(raw: list[list[int]], maxlen: int = 4096) -> MidiInput:
@@ -108,17 +108,8 @@ def test_unknown_api_is_refused_with_the_choices():
 # -- on a JACK dummy server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def jack_env(tmp_path_factory):
-    if jackd_path() is None:
-        pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
-    server = JackServer("canne-test-midi", log_dir=tmp_path_factory.mktemp("jack"))
-    server.start()
-    mp = pytest.MonkeyPatch()
-    for k, v in server.env.items():
-        if k.startswith("JACK_"):
-            mp.setenv(k, v)
-    yield server
-    mp.undo()
-    server.stop()
+    with jack_server_env("canne-test-midi", tmp_path_factory.mktemp("jack")) as server:
+        yield server
 
 
 @pytest.mark.jack
