@@ -95,6 +95,17 @@ class Rig:
     def settle(self, seconds: float) -> None:
         self.recorder.wait_frames(int(seconds * RATE), timeout=10 + 4 * seconds)
 
+    def assert_a4_sounds(self, settle: float) -> None:
+        """Play A4 for ``settle`` + 0.4 s: it must be audible (> −40 dBFS) within ±10 cents."""
+        f = _midi_hz(69)
+        self.sender.note_on(69, 100)
+        self.settle(settle)
+        y = self.record(0.4)
+        self.sender.note_off(69)
+        self.settle(1.0)
+        assert dbfs(y) > -40
+        assert abs(cents(fundamental_hz(y, RATE, f / 1.3, f * 1.3), f)) < 10
+
 
 @pytest.fixture(scope="module")
 def rig(server, model_dir, tmp_path_factory):
@@ -220,14 +231,7 @@ def test_midi_port_unplugged_and_back_is_reconnected(rig):
     rig.daemon.wait_log("disappeared", timeout=10, start=n_lines)
     rig.sender = MidiSender(CTL)
     rig.daemon.wait_log("connected", timeout=10, start=n_lines)
-    f = _midi_hz(69)
-    rig.sender.note_on(69, 100)
-    rig.settle(0.4)
-    y = rig.record(0.4)
-    rig.sender.note_off(69)
-    rig.settle(1.0)
-    assert dbfs(y) > -40
-    assert abs(cents(fundamental_hz(y, RATE, f / 1.3, f * 1.3), f)) < 10
+    rig.assert_a4_sounds(settle=0.4)
 
 
 def test_sighup_reloads_the_mapping(rig):
@@ -260,15 +264,8 @@ def test_jack_server_killed_and_restarted_gets_sound_back(rig):
     rig.recorder.connect_from("PortAudio", timeout=30)
     wait_for(lambda: any(CTL in ln and "open" in ln for ln in rig.daemon.lines[n_lines:]), 10, 0.1,
              "the MIDI port to be opened by the new instrument")
-    f = _midi_hz(69)
-    rig.sender.note_on(69, 100)
-    rig.settle(0.5)
-    y = rig.record(0.4)
-    rig.sender.note_off(69)
-    rig.settle(1.0)
+    rig.assert_a4_sounds(settle=0.5)
     assert rig.daemon.proc.poll() is None, "the supervisor must survive the server's death"
-    assert dbfs(y) > -40
-    assert abs(cents(fundamental_hz(y, RATE, f / 1.3, f * 1.3), f)) < 10
 
 
 def test_sigterm_fades_out_and_exits_0_within_3_s(rig):
