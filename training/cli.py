@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="dropout after hidden layers >= 256 wide (training only; 0: off)")
     t.add_argument("--input-dropout", type=float, default=0.0,
                    help="denoising: fraction of input bins zeroed while training (0: off)")
+    t.add_argument("--conditioning", choices=("none", "pitch"), default="none",
+                   help="pitch: the decoder takes (z, pitch) - model format 2 (needs a corpus "
+                        "with pitch labels; trains on its voiced frames)")
+    t.add_argument("--pitch-decoder", choices=("harmonic", "mlp"), default="harmonic",
+                   help="conditioned decoder: envelope x harmonic comb + noise, or a plain MLP")
+    t.add_argument("--epoch-frames", type=int, default=0,
+                   help="frames drawn afresh for each epoch (0: the whole training split)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--seed", type=int, default=0)
@@ -136,14 +143,16 @@ def _run(args: argparse.Namespace) -> int:
         model = {"append": args.append, "latent_dim": args.latent_dim, "bias": not args.no_bias,
                  "activation": args.activation, "latent_activation": args.latent_activation,
                  "output_activation": args.output_activation, "dropout": args.dropout,
-                 "input_dropout": args.input_dropout,
+                 "input_dropout": args.input_dropout, "conditioning": args.conditioning,
+                 "pitch_decoder": args.pitch_decoder,
                  "encoder_widths": args.encoder_widths or list(THESIS_ENCODER),
                  "decoder_widths": args.decoder_widths or list(THESIS_DECODER)}
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, l2=args.l2, loss=args.loss,
                           log_weight=args.log_weight, seed=args.seed, device=args.device,
                           threads=args.threads, patience=args.patience,
-                          max_minutes=args.max_minutes, lr_decay=args.lr_decay, model=model)
+                          max_minutes=args.max_minutes, lr_decay=args.lr_decay,
+                          epoch_frames=args.epoch_frames, model=model)
         train(cfg, progress=not args.no_progress)
     elif args.command == "export":
         from training.export import export_model

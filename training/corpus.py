@@ -4,6 +4,10 @@ A corpus directory holds
 
 - ``frames.npy``  float32 [n_frames, n_bins], each frame normalised to max 1;
 - ``patch.npy``   int32 [n_frames], the patch each frame came from;
+- ``pitch.npy``   float32 [n_frames], the sounding pitch as a MIDI note number (float),
+  measured per note from the score (SoundFont, synth) or tracked per frame (recordings);
+- ``voiced.npy``  bool [n_frames], whether the frame has a clear pitch (see
+  ``training.labels``; the conditioned trainer uses voiced frames only);
 - ``meta.json``   STFT settings, patch list, the patch-level train/val/test split,
   a human description and the reference note.
 
@@ -20,13 +24,18 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
-from training import fluid, scales, synth
+from training import fluid, labels, scales, synth
 from training.errors import CorpusError
 from training.stft import StftSettings, magnitude_frames, normalise_and_gate
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3", ".w64",
                     ".caf", ".au", ".snd", ".opus")
 SOURCES = ("folder", "soundfont", "synth")
+# GM programs 112-127 (percussive and sound effects) have no stable pitch: a
+# note-conditioned decoder has nothing to learn from them, so the five-octave corpus
+# leaves them out unless --programs asks for them (their frames are then labelled
+# unvoiced wherever no pitch is found).
+PITCHED_PROGRAMS = tuple(range(112))
 
 
 @dataclass
@@ -37,6 +46,12 @@ class Corpus:
     patch: np.ndarray
     meta: dict
     path: Path | None = None
+    pitch: np.ndarray | None = None
+    voiced: np.ndarray | None = None
+
+    @property
+    def has_pitch(self) -> bool:
+        return self.pitch is not None and self.voiced is not None
 
     @property
     def stft(self) -> StftSettings:
@@ -54,16 +69,37 @@ class _Builder:
     silence_db: float
     frames: list = field(default_factory=list)
     patch: list = field(default_factory=list)
+    pitch: list = field(default_factory=list)
+    voiced: list = field(default_factory=list)
     patches: list = field(default_factory=list)
 
-    def add(self, name: str, audio: np.ndarray, **info) -> None:
-        mag = magnitude_frames(audio, self.stft)
-        frames, _ = normalise_and_gate(mag, silence_db=self.silence_db)
+    def add(self, name: str, audio: np.ndarray, *, score: dict | None = None, **info) -> None:
+        """Add one patch; ``score`` = {notes, note_s, tail_s} when the notes are known,
+        else f0 is tracked from the audio."""
+        st = self.stft
+        mag = magnitude_frames(audio, st)
+        frames, keep = normalise_and_gate(mag, silence_db=self.silence_db)
         pid = len(self.patches)
-        self.patches.append({"id": pid, "name": name, "n_frames": int(len(frames)), **info})
+        bin_hz = st.sample_rate / st.n_fft
+        if score is not None:
+            idx, clean = labels.score_notes(len(mag), notes=score["notes"],
+                                            note_s=score["note_s"], tail_s=score["tail_s"],
+                                            sample_rate=st.sample_rate,
+                                            hop_length=st.hop_length, n_fft=st.n_fft)
+            pitch, voiced, notes_info = labels.refine_scored(frames, idx[keep], clean[keep],
+                                                             score["notes"], bin_hz)
+            info = {**info, "pitch": notes_info}
+        else:
+            p_all, v_all = labels.track_folder(audio, sample_rate=st.sample_rate, n_fft=st.n_fft,
+                                               hop_length=st.hop_length, n_frames=len(mag))
+            pitch, voiced = p_all[keep], v_all[keep]
+        self.patches.append({"id": pid, "name": name, "n_frames": int(len(frames)),
+                             "n_voiced": int(voiced.sum()), **info})
         if len(frames):
             self.frames.append(frames)
             self.patch.append(np.full(len(frames), pid, dtype=np.int32))
+            self.pitch.append(pitch.astype(np.float32))
+            self.voiced.append(voiced.astype(bool))
 
 
 def patch_split(n_patches: int, *, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict:
@@ -125,12 +161,16 @@ def _save(builder: _Builder, out: Path, *, description: str, source: dict, seed:
                           f"({-abs(builder.silence_db)} dB); check the input levels")
     frames = np.concatenate(builder.frames)
     patch = np.concatenate(builder.patch)
+    pitch = np.concatenate(builder.pitch)
+    voiced = np.concatenate(builder.voiced)
     non_empty = [p["id"] for p in builder.patches if p["n_frames"] > 0]
     sp = patch_split(len(non_empty), seed=seed)
     split = {k: [non_empty[i] for i in v] for k, v in sp.items()}
     meta = {
-        "format": 1,
+        "format": 2,
         "description": description,
+        "labels": {"pitch": "sounding pitch per frame, MIDI note number (float)",
+                   "voiced": "frame has a clear pitch", "n_voiced": int(voiced.sum())},
         "stft": builder.stft.to_dict(),
         "silence_db": -abs(builder.silence_db),
         "reference_note": reference_note,
@@ -144,8 +184,10 @@ def _save(builder: _Builder, out: Path, *, description: str, source: dict, seed:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "frames.npy", frames)
     np.save(out / "patch.npy", patch)
+    np.save(out / "pitch.npy", pitch)
+    np.save(out / "voiced.npy", voiced)
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return Corpus(frames, patch, meta, out)
+    return Corpus(frames, patch, meta, out, pitch, voiced)
 
 
 def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = None,
@@ -186,7 +228,9 @@ def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = No
     elif source == "soundfont":
         sf2 = fluid.find_soundfont(soundfont)
         notes = scales.c_major_notes(scale)
-        programs = list(range(128)) if programs is None else list(programs)
+        if programs is None:
+            programs = list(PITCHED_PROGRAMS) if scale == "five-octave" else list(range(128))
+        programs = list(programs)
         bad = [p for p in programs if not 0 <= p <= 127]
         if bad:
             raise CorpusError(f"GM programs must be 0..127, got {bad}")
@@ -194,7 +238,8 @@ def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = No
         for p, y in fluid.render_programs(programs, notes, soundfont=sf2,
                                           sample_rate=stft.sample_rate, note_s=note_s,
                                           tail_s=tail_s, gain=gain, jobs=jobs, progress=bar):
-            b.add(fluid.program_name(p), y, program=p)
+            b.add(fluid.program_name(p), y, program=p,
+                  score={"notes": notes, "note_s": note_s, "tail_s": tail_s})
         bar.close()
         description = (f"{sf2.stem} {scale} C-major scale from {scales.midi_name(notes[0])}, "
                        f"{len(programs)} GM programs")
@@ -208,7 +253,8 @@ def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = No
             p = synth.random_patch(rng, i)
             y = synth.render_patch(p, notes, sample_rate=stft.sample_rate, note_s=note_s,
                                    tail_s=tail_s, seed=seed * 1000 + i)
-            b.add(p.name, y, synth=p.to_dict())
+            b.add(p.name, y, synth=p.to_dict(),
+                  score={"notes": notes, "note_s": note_s, "tail_s": tail_s})
         description = f"synthetic virtual-analog {scale} C-major scale, {n_patches} patches"
         src = {"kind": "synth", "scale": scale, "notes": notes, "n_patches": n_patches,
                "note_s": note_s, "tail_s": tail_s}
@@ -230,4 +276,11 @@ def load_corpus(path: str | Path, *, mmap: bool = True) -> Corpus:
     patch = np.load(path / "patch.npy")
     if frames.shape[0] != patch.shape[0]:
         raise CorpusError(f"corpus {path}: frames.npy and patch.npy disagree in length")
-    return Corpus(frames, patch, meta, path)
+    pitch = voiced = None
+    if (path / "pitch.npy").is_file() and (path / "voiced.npy").is_file():
+        pitch = np.load(path / "pitch.npy")
+        voiced = np.load(path / "voiced.npy")
+        if pitch.shape != patch.shape or voiced.shape != patch.shape:
+            raise CorpusError(f"corpus {path}: pitch.npy/voiced.npy disagree with patch.npy "
+                              "in length; rebuild the corpus")
+    return Corpus(frames, patch, meta, path, pitch, voiced)

@@ -19,6 +19,8 @@ from torch import nn
 from training.errors import TrainingError
 
 APPEND_OPTIONS = ("none", "diff1", "diff2", "both", "mfcc")
+CONDITIONING = ("none", "pitch")
+PITCH_DECODERS = ("harmonic", "mlp")
 ACTIVATIONS = ("relu", "linear", "softplus", "sigmoid", "tanh", "elu")
 THESIS_ENCODER = (1000, 512, 256, 128, 64, 32, 16)
 THESIS_DECODER = (16, 32, 64, 128, 256, 512, 1024)
@@ -41,6 +43,13 @@ class ModelConfig:
     dropout: float = 0.0        # after hidden layers at least `dropout_min_width` wide (training only)
     dropout_min_width: int = 256
     input_dropout: float = 0.0  # denoising: zero random input bins while training
+    # pitch conditioning (model format 2): the decoder takes z and the pitch (MIDI note, float)
+    conditioning: str = "none"
+    pitch_decoder: str = "harmonic"  # harmonic: envelope x harmonic comb + noise; mlp: plain
+    pitch_center: float = 60.0
+    pitch_scale: float = 24.0
+    n_noise_bands: int = 64
+    n_fft: int = 0  # 0: 2 * (n_bins - 1)
 
     def __post_init__(self) -> None:
         if self.append not in APPEND_OPTIONS:
@@ -56,6 +65,14 @@ class ModelConfig:
         for key in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise TrainingError(f"{key}={getattr(self, key)} must be in [0, 1)")
+        if self.conditioning not in CONDITIONING:
+            raise TrainingError(f"conditioning={self.conditioning!r} is unknown; choose one of "
+                                f"{CONDITIONING}")
+        if self.pitch_decoder not in PITCH_DECODERS:
+            raise TrainingError(f"pitch_decoder={self.pitch_decoder!r} is unknown; choose one of "
+                                f"{PITCH_DECODERS}")
+        if self.n_fft == 0:
+            self.n_fft = 2 * (self.n_bins - 1)
         if self.latent_dim < 1:
             raise TrainingError(f"latent_dim={self.latent_dim} must be >= 1")
         self.encoder_widths = [int(w) for w in self.encoder_widths]
@@ -178,15 +195,114 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def hann_lobe(d: torch.Tensor) -> torch.Tensor:
+    """Magnitude of a Hann window's spectrum ``d`` bins from its centre, normalised to 1
+    at 0 (0.5 at +-1, 0 beyond +-2: the main lobe, side lobes left out)."""
+    ad = d.abs()
+    den = math.pi * d * (1.0 - d * d)
+    safe = torch.where(den.abs() < 1e-9, torch.ones_like(den), den)
+    w = torch.sin(math.pi * d) / safe
+    w = torch.where(ad < 1e-4, torch.ones_like(w), w)
+    w = torch.where((ad - 1.0).abs() < 1e-4, torch.full_like(w, 0.5), w)
+    return torch.where(ad < 2.0, w.abs(), torch.zeros_like(w))
+
+
+def noise_basis(n_bands: int, n_bins: int, sample_rate: int) -> np.ndarray:
+    """Triangular bands [n_bands, n_bins], centres spaced evenly on a mel scale from 0 Hz to
+    Nyquist, summing to 1 in every bin: a smooth noise floor with no pitch of its own."""
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_bins)
+    centres = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2.0), n_bands))
+    basis = np.zeros((n_bands, n_bins))
+    for i, c in enumerate(centres):
+        if i > 0:
+            lo = centres[i - 1]
+            m = (freqs >= lo) & (freqs <= c)
+            basis[i, m] = (freqs[m] - lo) / (c - lo)
+        else:
+            basis[i, freqs <= c] = 1.0
+        if i < n_bands - 1:
+            hi = centres[i + 1]
+            m = (freqs >= c) & (freqs <= hi)
+            basis[i, m] = (hi - freqs[m]) / (hi - c)
+    return (basis / np.maximum(basis.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class PitchDecoder(nn.Module):
+    """Decoder conditioned on pitch (MIDI note number, float): ``forward(z, pitch)``.
+
+    ``harmonic``: an MLP of (z, normalised pitch) gives a spectral envelope over the
+    bins and a smooth noise floor (``n_noise_bands`` mel bands); the magnitude is
+    envelope x comb + noise, where the comb is a Hann main lobe at every harmonic of the
+    pitch. The partials sit exactly on the harmonics of the pitch asked for, whatever the
+    latent: the knobs shape the envelope (timbre), the key sets the pitch.
+    ``mlp``: the plain decoder with the normalised pitch appended to its input.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind = cfg.pitch_decoder
+        self.center, self.scale = float(cfg.pitch_center), float(cfg.pitch_scale)
+        widths = list(cfg.decoder_widths)
+        if self.kind == "mlp":
+            self.net = _mlp([cfg.latent_dim + 1, *widths, cfg.n_bins], bias=cfg.bias,
+                            hidden=cfg.activation, last=cfg.output_activation)
+            return
+        self.trunk = _mlp([cfg.latent_dim + 1, *widths], bias=cfg.bias, hidden=cfg.activation,
+                          last=cfg.activation)
+        self.envelope = nn.Linear(widths[-1], cfg.n_bins, bias=cfg.bias)
+        self.noise = nn.Linear(widths[-1], cfg.n_noise_bands, bias=cfg.bias)
+        nn.init.xavier_normal_(self.envelope.weight)
+        nn.init.xavier_normal_(self.noise.weight, gain=0.1)
+        self.out_act = _act(cfg.output_activation)
+        self.register_buffer("bins", torch.arange(cfg.n_bins, dtype=torch.float32)[None, :])
+        self.register_buffer("basis", torch.from_numpy(
+            noise_basis(cfg.n_noise_bands, cfg.n_bins, cfg.sample_rate)))
+        self.bin_hz = cfg.sample_rate / cfg.n_fft
+
+    def comb(self, pitch: torch.Tensor) -> torch.Tensor:
+        """[batch, 1] MIDI pitch -> [batch, n_bins] harmonic comb (Hann lobes, peak 1)."""
+        f0 = 440.0 * torch.pow(2.0, (pitch - 69.0) / 12.0) / self.bin_hz
+        ratio = self.bins / f0
+        h = torch.round(ratio)
+        w = hann_lobe((ratio - h) * f0)
+        return torch.where(h >= 1.0, w, torch.zeros_like(w))
+
+    def forward(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([z, (pitch - self.center) / self.scale], dim=1)
+        if self.kind == "mlp":
+            return self.net(x)
+        t = self.trunk(x)
+        env = self.out_act(self.envelope(t))
+        noise = self.out_act(self.noise(t)) @ self.basis
+        return env * self.comb(pitch) + noise
+
+
 class Autoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.decoder = PitchDecoder(cfg) if cfg.conditioning == "pitch" else Decoder(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+    @property
+    def conditioned(self) -> bool:
+        return self.cfg.conditioning == "pitch"
+
+    def decode(self, z: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditioned:
+            if pitch is None:
+                raise TrainingError("a pitch-conditioned decoder needs the pitch of every frame")
+            return self.decoder(z, pitch.reshape(-1, 1))
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encoder(x), pitch)
 
     def l2(self) -> torch.Tensor:
         """Sum of squared trainable parameters (the thesis's ||theta||^2 term)."""

@@ -40,6 +40,7 @@ class TrainConfig:
     patience: int = 0
     max_minutes: float = 0.0
     lr_decay: float = 1.0
+    epoch_frames: int = 0  # 0: every training frame each epoch; else a fresh random subset
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,23 +68,27 @@ def spectral_metrics(sq_err: float, sq_ref: float) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: Autoencoder, frames: np.ndarray, *, device: str = "cpu",
-             chunk: int = 2000) -> dict:
-    """Spectral convergence of ``model`` over ``frames`` [n, n_bins]."""
+def evaluate(model: Autoencoder, frames: np.ndarray, *, pitch: np.ndarray | None = None,
+             device: str = "cpu", chunk: int = 2000) -> dict:
+    """Spectral convergence of ``model`` over ``frames`` [n, n_bins] (with their ``pitch``
+    [n] for a conditioned model)."""
     was_training = model.training
     model.eval()
     err = ref = 0.0
     for i in range(0, len(frames), chunk):
         x = torch.as_tensor(np.asarray(frames[i:i + chunk]), device=device)
-        y = model(x)
+        p = None if pitch is None else torch.as_tensor(
+            np.asarray(pitch[i:i + chunk], dtype=np.float32), device=device)
+        y = model(x, p)
         err += float(((y - x) ** 2).sum(dtype=torch.float64))
         ref += float((x * x).sum(dtype=torch.float64))
     model.train(was_training)
     return spectral_metrics(err, ref)
 
 
-def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
-    y = model(x)
+def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
+               pitch: torch.Tensor | None = None) -> torch.Tensor:
+    y = model(x, pitch)
     se = ((y - x) ** 2).sum()
     if cfg.loss == "sc_mse":
         loss = se / (x * x).sum()
@@ -100,6 +105,18 @@ def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor) -> torch.T
     return loss
 
 
+def split_frames(corpus: Corpus, name: str, mcfg: ModelConfig) -> np.ndarray:
+    """Frame indices of split ``name`` a model trains or is measured on: every frame for an
+    unconditioned model, the voiced frames (which have a pitch) for a conditioned one."""
+    idx = corpus.split_index(name)
+    if mcfg.conditioning != "pitch":
+        return idx
+    if not corpus.has_pitch:
+        raise TrainingError(f"corpus {corpus.path} has no pitch labels (pitch.npy, voiced.npy); "
+                            "rebuild it with this version of 'canne-train corpus'")
+    return idx[corpus.voiced[idx]]
+
+
 def save_checkpoint(path: Path, model: Autoencoder, cfg: TrainConfig, info: dict) -> None:
     torch.save({"model_state": model.state_dict(), "model_config": model.cfg.to_dict(),
                 "train_config": cfg.to_dict(), "info": info}, path)
@@ -112,7 +129,12 @@ def load_checkpoint(path: str | Path) -> tuple[Autoencoder, dict]:
     if not path.is_file():
         raise TrainingError(f"checkpoint {path} does not exist; train first with "
                             "'canne-train train' or pass the run directory")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # weights_only: a checkpoint holds tensors and plain configuration dicts, never code
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"checkpoint {path} cannot be loaded safely: "
+                            f"{str(exc).strip().splitlines()[0][:200]}") from None
     model = Autoencoder(ModelConfig(**ck["model_config"]))
     model.load_state_dict(ck["model_state"])
     model.eval()
@@ -144,19 +166,23 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
                            "n_frames": corpus.meta["n_frames"], "split": corpus.meta["split"]}}
     (out / "config.json").write_text(json.dumps(resolved, indent=1))
 
-    tr_idx, va_idx = corpus.split_index("train"), corpus.split_index("val")
+    tr_idx, va_idx = split_frames(corpus, "train", mcfg), split_frames(corpus, "val", mcfg)
     if len(tr_idx) == 0 or len(va_idx) == 0:
         raise TrainingError(f"corpus {corpus.path} has an empty train or validation split")
     dev = cfg.device
     x_train = torch.as_tensor(np.ascontiguousarray(corpus.frames[tr_idx]), device=dev)
     x_val = np.ascontiguousarray(corpus.frames[va_idx])
+    cond = mcfg.conditioning == "pitch"
+    p_train = torch.as_tensor(corpus.pitch[tr_idx], device=dev) if cond else None
+    p_val = corpus.pitch[va_idx] if cond else None
     model = Autoencoder(mcfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     n = len(x_train)
-    steps = math.ceil(n / cfg.batch_size)
+    per_epoch = min(n, cfg.epoch_frames) if cfg.epoch_frames > 0 else n
+    steps = math.ceil(per_epoch / cfg.batch_size)
     history: list[dict] = []
-    v0 = evaluate(model, x_val, device=dev)
+    v0 = evaluate(model, x_val, pitch=p_val, device=dev)
     history.append({"epoch": 0, "train_loss": float("nan"), "seconds": 0.0, **{
         f"val_{k}": v for k, v in v0.items()}})
     log(f"train {n} frames ({len(corpus.meta['split']['train'])} patches), "
@@ -164,13 +190,13 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
     best, best_epoch, t0 = float("inf"), 0, time.perf_counter()
     stop_reason = "epochs"
     for epoch in range(1, cfg.epochs + 1):
-        perm = torch.as_tensor(rng.permutation(n), device=dev)
+        perm = torch.as_tensor(rng.permutation(n)[:per_epoch], device=dev)
         total = 0.0
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                    disable=not progress, leave=False)
         for s in bar:
-            xb = x_train[perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
-            loss = batch_loss(cfg, model, xb)
+            sel = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            loss = batch_loss(cfg, model, x_train[sel], None if p_train is None else p_train[sel])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -178,7 +204,7 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
             if s % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         sched.step()
-        vm = evaluate(model, x_val, device=dev)
+        vm = evaluate(model, x_val, pitch=p_val, device=dev)
         if not all(math.isfinite(v) for v in vm.values()):
             raise TrainingError(f"training diverged at epoch {epoch} (validation metric is not "
                                 "finite); lower --lr")
@@ -202,12 +228,13 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
             stop_reason = f"time budget {cfg.max_minutes} min"
             break
     best_model, ck = load_checkpoint(out / "best.pt")
-    test_idx = corpus.split_index("test")
+    test_idx = split_frames(corpus, "test", mcfg)
     summary = {
         "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"], "stop_reason": stop_reason,
         "train_seconds": history[-1]["seconds"], "initial_val": v0,
         "val": ck["info"]["val"],
         "test": evaluate(best_model.to(dev), np.ascontiguousarray(corpus.frames[test_idx]),
+                         pitch=corpus.pitch[test_idx] if cond else None,
                          device=dev) if len(test_idx) else None,
         "n_train_frames": int(n), "n_val_frames": int(len(x_val)),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
