@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from daemon.errors import CanneError
 
@@ -49,19 +50,40 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def add_run_parser(sub) -> None:
-    from daemon.runtime import DEFAULT_MAPPING, DEFAULT_MODEL
+_MODEL_HELP = ("model folder, decoder.onnx or model name (default: 'default', your own models "
+               "folder first, then the shipped models; see docs/install.md)")
+_MAPPING_HELP = ("mapping YAML file or name, e.g. korg_nanokontrol2 (default: 'default', your own "
+                 "copy made by 'canne learn' first, then the shipped one)")
 
+
+def resolve_model(spec: str | None) -> str:
+    """``--model`` as a path: a folder/file given, a name (user folder, then shipped), or the default."""
+    from daemon import paths
+
+    return str(paths.find_model(spec) if spec else paths.default_model())
+
+
+def resolve_mapping(spec: str | None) -> str | None:
+    """``--mapping`` as a path; ``''`` means no mapping (None), ``None`` the default."""
+    from daemon import paths
+
+    if spec is None:
+        return str(paths.default_mapping())
+    if spec == "":
+        return None
+    return str(paths.find_mapping(spec))
+
+
+def add_run_parser(sub) -> None:
     p = sub.add_parser(
         "run",
         parents=[_log_parent()],
         help="play live: MIDI in, audio out (supervised; restarts audio when the server returns)",
         description="Start the instrument. Ctrl-C / SIGTERM fade out and exit 0; SIGHUP reloads the mapping.",
     )
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
-                   help="model directory or decoder.onnx (default: %(default)s)")
-    p.add_argument("--mapping", default=str(DEFAULT_MAPPING), metavar="YAML",
-                   help="knob mapping, reloaded when the file changes (default: %(default)s)")
+    p.add_argument("--model", default=None, metavar="DIR|NAME", help=_MODEL_HELP)
+    p.add_argument("--mapping", default=None, metavar="YAML|NAME",
+                   help=_MAPPING_HELP + "; reloaded when the file changes")
     p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
                    help="open MIDI inputs whose name contains SUBSTR (repeatable; default: all hardware inputs)")
     p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
@@ -91,8 +113,8 @@ def _run_options(args):
     from daemon.runtime import RunOptions
 
     return RunOptions(
-        model=args.model,
-        mapping=args.mapping or None,
+        model=resolve_model(args.model),
+        mapping=resolve_mapping(args.mapping),
         midi_in=list(args.midi_in),
         virtual=not args.no_virtual,
         midi_api=args.midi_api,
@@ -154,34 +176,75 @@ def cmd_devices(args) -> int:  # noqa: ARG001
 
 
 def add_learn_parser(sub) -> None:
-    from daemon.runtime import DEFAULT_MAPPING, DEFAULT_MODEL
-
-    p = sub.add_parser("learn", parents=[_log_parent()], help="bind the next CC moved to TARGET and write the mapping YAML")
+    p = sub.add_parser("learn", parents=[_log_parent()], help="bind the next CC moved to TARGET and write the mapping YAML",
+                       description="Bind the next control change moved to TARGET. A shipped mapping is never "
+                                   "edited: the result goes to your own copy (same name, in your mappings "
+                                   "folder), which 'canne run' then uses for that name. The controls that "
+                                   "drove TARGET before are replaced, and listed.")
     p.add_argument("target", metavar="TARGET", help="e.g. latent.3, gain_db, shift_bins, attack_ms")
-    p.add_argument("--mapping", default=str(DEFAULT_MAPPING), metavar="YAML",
-                   help="mapping file to update (default: %(default)s)")
+    p.add_argument("--mapping", default=None, metavar="YAML|NAME",
+                   help="mapping to update: a file (edited in place unless shipped) or a name; a new name "
+                        "creates it in your mappings folder (default: 'default', your copy of it)")
     p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
                    help="listen only to inputs whose name contains SUBSTR (default: all hardware inputs)")
     p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
     p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
-                   help="validate the result against this model (default: %(default)s, skipped if absent)")
+    p.add_argument("--model", default=None, metavar="DIR|NAME",
+                   help="validate the result against this model (default: the default model)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="give up when no CC arrives within this time (default: %(default)s)")
     p.set_defaults(func=cmd_learn)
 
 
+def learn_destination(spec: str | None) -> tuple[str, str | None, str | None]:
+    """Where ``canne learn --mapping SPEC`` writes: ``(path, source, note)``.
+
+    A shipped mapping (installed or the checkout's ``mappings/``) is never edited:
+    the binding goes to the performer's copy of the same name (``source`` = the
+    shipped file, read while the copy does not exist yet). A name not found
+    anywhere becomes a new file in the user folder; any other path is edited in
+    place (created if missing).
+    """
+    from daemon import paths
+
+    if spec is None:
+        src = paths.default_mapping()
+    else:
+        try:
+            src = paths.find_mapping(spec)
+        except CanneError:  # not found: a new mapping
+            parts = Path(spec).parts
+            if len(parts) == 1:
+                name = spec if spec.endswith((".yaml", ".yml")) else spec + ".yaml"
+                dest = paths.user_dir("mappings") / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                return str(dest), None, f"new mapping {dest}"
+            return str(Path(spec).expanduser()), None, None
+    if not paths.is_shipped(src):
+        return str(src), None, None
+    dest = paths.user_copy_of(src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    how = "editing your copy" if dest.exists() else "writing your copy"
+    play = "canne run" if dest.stem == "default" else f"canne run --mapping {dest.stem}"
+    return str(dest), str(src), (f"{src} is shipped and stays as it is; {how} {dest} "
+                                 f"(played by '{play}')")
+
+
 def cmd_learn(args) -> int:
     from daemon.runtime import learn_from_midi
 
+    path, source, note = learn_destination(args.mapping)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     return learn_from_midi(
         target=args.target,
-        mapping_path=args.mapping,
+        mapping_path=path,
         midi_api=args.midi_api,
         patterns=args.midi_in,
         virtual=not args.no_virtual,
         timeout_s=args.timeout,
-        model_path=args.model,
+        model_path=resolve_model(args.model),
+        source=source,
     )
 
 
@@ -194,9 +257,33 @@ def _log_parent(default=argparse.SUPPRESS) -> argparse.ArgumentParser:
 
 
 # -- main -------------------------------------------------------------------------------
+class _VersionAction(argparse.Action):
+    """``--version``: one unwrapped line on stdout (argparse's own action wraps long lines)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(0)
+
+
+def version_text() -> str:
+    """``canne 0.1.0 (Python 3.11.7; shipped data: /path/to/models)``."""
+    import platform
+
+    from daemon import __version__, paths
+
+    try:
+        from importlib.metadata import version
+
+        v = version("canne-live")
+    except Exception:  # running from a checkout that is not installed
+        v = __version__
+    return f"canne {v} (Python {platform.python_version()}; shipped models: {paths.shipped_dir('models')})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="canne", description="CANNe Live: a MIDI-controlled neural instrument.",
                                      parents=[_log_parent("INFO")])
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_parser(sub)
     add_devices_parser(sub)

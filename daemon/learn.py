@@ -8,11 +8,18 @@ and this module
 2. listens a little longer (``settle_s``) to the same controller to tell a 14-bit
    pair (LSB on cc+32 also moves) and a relative encoder (the same small step value
    repeated) from a plain 7-bit knob;
-3. edits the mapping text (``apply_binding_to_yaml``): the control that drove the
-   same target is replaced in place, otherwise a new line is appended to
-   ``controls:``. Everything else, comments included, is left as it was;
+3. edits the mapping text (``apply_binding_to_yaml``): the controls that drove the
+   same target are replaced (the new one takes the first one's place and keeps its
+   range, curve, label...), otherwise a new line is appended to ``controls:``.
+   Everything else, comments included, is left as it was. What was replaced is
+   returned (``Binding.replaced``, from ``replaced_controls``) so the caller can say
+   so: the shipped default mapping drives each neuron from two or three controls;
 4. re-validates the result (against the model when one is given) and writes the file
    atomically, so a running ``canne run`` hot-reloads it.
+
+Which file: the caller's. ``canne learn`` never edits a shipped mapping in place: it
+passes the performer's own copy as the file to write and the shipped one as
+``source`` (read only while the copy does not exist yet); see ``daemon.paths``.
 
 Relative-encoder detection is a guess (signed bit and signed bit 2 send the same
 values in opposite directions); the written line says which it chose.
@@ -20,6 +27,7 @@ values in opposite directions); the written line says which it chose.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -38,6 +46,7 @@ __all__ = [
     "detect_binding",
     "learn_binding",
     "apply_binding_to_yaml",
+    "replaced_controls",
     "write_binding",
 ]
 
@@ -62,6 +71,8 @@ class Binding:
     unit: str | None = None  # 'semitones' for a shift in semitones
     encoder: str = "absolute"
     resolution: int = 7
+    #: The controls this binding replaced in the file, one line each (``line N: {cc: ...}``).
+    replaced: tuple = dataclasses.field(default=(), compare=False)
 
     def yaml_item(self, keep: dict | None = None) -> str:
         """The control as one YAML flow mapping, e.g. ``{cc: 21, channel: 1, neuron: 3}``.
@@ -103,7 +114,7 @@ _KEPT_KEYS = ("unit", "step", "range", "curve", "invert", "takeover", "label")
 
 def _flow(value) -> str:
     """One YAML value in flow style (strings quoted when needed)."""
-    out = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    out = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip()
     return out[:-4].strip() if out.endswith("\n...") or out.endswith("...") else out
 
 
@@ -213,7 +224,7 @@ def _iter_source(source, timeout_s: float, settle_s: float, clock):
 
 
 def learn_binding(mapping_path, target: str, message_source, timeout: float = 60.0, *, model=None,
-                  settle_s: float = 0.4, write: bool = True, clock=time.monotonic) -> Binding:
+                  settle_s: float = 0.4, write: bool = True, clock=time.monotonic, source=None) -> Binding:
     """Wait for the next CC moved, bind it to ``target`` and (by default) write the YAML.
 
     Parameters
@@ -230,10 +241,14 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
         Seconds to wait for the first CC.
     model : DecoderModel, optional
         Validate the written file against it (recommended).
+    source : str or Path, optional
+        Read the mapping from this file while ``mapping_path`` does not exist yet
+        (a shipped mapping copied, with the binding, to the performer's folder).
 
     Returns
     -------
     Binding
+        With ``replaced``: the controls that drove the same target before (removed).
 
     Raises
     ------
@@ -254,7 +269,10 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
             "and sends CC (canne devices lists the MIDI ports)"
         ) from None
     if write:
-        write_binding(mapping_path, binding, model=model)
+        before = _read_mapping(Path(mapping_path).expanduser(), source)
+        replaced = replaced_controls(before, binding)
+        write_binding(mapping_path, binding, model=model, source=source)
+        binding = dataclasses.replace(binding, replaced=tuple(replaced))
     return binding
 
 
@@ -359,19 +377,61 @@ def apply_binding_to_yaml(text: str, binding: Binding, *, comment: str | None = 
     return "\n".join(lines) + "\n"
 
 
+def replaced_controls(text: str, binding: Binding) -> list[str]:
+    """The controls of ``text`` that ``apply_binding_to_yaml`` would replace, one line each.
+
+    Each is ``line N: {cc: 24, neuron: 3, label: Knob 4}`` (N counted from 1, as in
+    an editor). Empty when the target had no control (the binding is appended).
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader) if text.strip() else None
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    target = ("neuron", binding.neuron) if binding.neuron is not None else ("param", binding.param)
+    out = []
+    for k, v in root.value:
+        if not (isinstance(k, yaml.ScalarNode) and k.value == "controls" and isinstance(v, yaml.SequenceNode)):
+            continue
+        for node in v.value:
+            if _item_target(node) != target:
+                continue
+            try:
+                value = yaml.safe_load(yaml.serialize(node))
+            except yaml.YAMLError:
+                value = None
+            shown = _flow(value) if isinstance(value, dict) else "(unreadable)"
+            out.append(f"line {node.start_mark.line + 1}: {shown}")
+    return out
+
+
+def _read_mapping(path: Path, source=None) -> str:
+    """The text to edit: the file itself, else ``source`` (a shipped mapping), else a new file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        pass
+    if source is not None:
+        return Path(source).expanduser().read_text(encoding="utf-8")
+    return "# CANNe Live mapping written by canne learn; see docs/mappings.md\nversion: 1\n"
+
+
 def _check_folder(path: Path) -> None:
     if not path.parent.is_dir():
         raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
 
 
-def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | None = "learned") -> str:
-    """Apply ``binding`` to the file, validate, write atomically; return the new text."""
+def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | None = "learned",
+                  source=None) -> str:
+    """Apply ``binding`` to the file, validate, write atomically; return the new text.
+
+    ``source``: read from this file instead while ``mapping_path`` does not exist
+    (the shipped mapping a user copy starts from); it is never written.
+    """
     path = Path(mapping_path).expanduser()
     _check_folder(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = "# CANNe Live mapping written by canne learn; see docs/mappings.md\nversion: 1\n"
+    text = _read_mapping(path, source)
     new = apply_binding_to_yaml(text, binding, comment=comment)
     try:
         yaml.safe_load(new)
@@ -388,6 +448,10 @@ def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | 
             fh.write(new)
         if path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:  # mkstemp makes it 0600; a new mapping gets the usual mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-import daemon
+from daemon import paths
 from daemon.errors import CanneError
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_MAPPING", "render_midi", "write_wav", "add_arguments", "run", "main"]
 
 log = logging.getLogger(__name__)
 
-_ROOT = Path(daemon.__file__).resolve().parent.parent
-DEFAULT_MODEL = _ROOT / "models" / "default"
-DEFAULT_MAPPING = _ROOT / "mappings" / "default.yaml"
+#: The shipped defaults (or the performer's own copies named ``default``): daemon/paths.py.
+DEFAULT_MODEL = paths.default_model()
+DEFAULT_MAPPING = paths.default_mapping()
 
 
 def _progress(total: int, enabled: bool):
@@ -140,10 +140,11 @@ def write_wav(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("midi", metavar="SONG.mid", help="MIDI file to play")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="WAV file to write")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
-                   help="model directory or decoder.onnx (default: %(default)s)")
-    p.add_argument("--mapping", default=str(DEFAULT_MAPPING), metavar="YAML",
-                   help="knob mapping; '' for notes/bend/sustain only (default: %(default)s)")
+    p.add_argument("--model", default=None, metavar="DIR|NAME",
+                   help="model folder, decoder.onnx or name (default: 'default': yours, else the shipped one)")
+    p.add_argument("--mapping", default=None, metavar="YAML|NAME",
+                   help="knob mapping file or name; '' for notes/bend/sustain only "
+                        "(default: 'default': yours, else the shipped one)")
     p.add_argument("--sample-rate", type=int, default=48000, metavar="HZ", help="output rate (default: %(default)s)")
     p.add_argument("--format", choices=["pcm16", "float"], default="pcm16", help="WAV sample format")
     p.add_argument("--lookahead", type=int, choices=[0, 1], default=0,
@@ -162,9 +163,13 @@ def run(args) -> int:
 
     if not 8000 <= args.sample_rate <= 384000:
         raise CanneError(f"--sample-rate {args.sample_rate}: must be 8000..384000 Hz")
-    model = DecoderModel(args.model)
+    model = DecoderModel(paths.find_model(args.model) if args.model else paths.default_model())
+    if args.mapping is None:
+        mapping = paths.default_mapping()
+    else:
+        mapping = paths.find_mapping(args.mapping) if args.mapping else None
     t0 = time.perf_counter()
-    audio = render_midi(args.midi, model, sample_rate=args.sample_rate, mapping_path=args.mapping or None,
+    audio = render_midi(args.midi, model, sample_rate=args.sample_rate, mapping_path=mapping,
                         seed=args.seed, lookahead=args.lookahead, tail_s=args.tail,
                         progress=not args.no_progress and sys.stderr.isatty(), polyphony=args.polyphony)
     elapsed = time.perf_counter() - t0

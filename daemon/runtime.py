@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon import paths
 from daemon.errors import CanneError, DeviceError
 
 log = logging.getLogger("canne.run")
@@ -43,9 +44,11 @@ EXIT_OK = 0
 EXIT_CONFIG = 2  # bad model/mapping/options or no device: a human must act
 EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "default"
-DEFAULT_MAPPING = REPO_ROOT / "mappings" / "default.yaml"
+#: The model and mapping played without --model/--mapping: the performer's own copy named
+#: ``default`` when there is one, else the shipped one (installed package or checkout);
+#: see daemon/paths.py.
+DEFAULT_MODEL = paths.default_model()
+DEFAULT_MAPPING = paths.default_mapping()
 
 
 @dataclass
@@ -349,7 +352,8 @@ def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
 
 
 def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", patterns=(),
-                    virtual: bool = True, timeout_s: float = 60.0, model_path: str | None = None) -> int:
+                    virtual: bool = True, timeout_s: float = 60.0, model_path: str | None = None,
+                    source: str | None = None) -> int:
     """``canne learn``: open the MIDI inputs, wait for the next CC, write the binding.
 
     The binding logic and the YAML edit are ``daemon.learn``'s; this only wires
@@ -391,8 +395,14 @@ def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", p
           f"{'; virtual port ' + midi.virtual_name if midi._virtual is not None else ''}) ...",
           file=sys.stderr, flush=True)
     try:
-        binding = learn_binding(mapping_path, target, receive, timeout=timeout_s, model=model)
+        binding = learn_binding(mapping_path, target, receive, timeout=timeout_s, model=model, source=source)
     finally:
         midi.close()
     print(f"{binding.describe()} -> written to {mapping_path}", file=sys.stderr)
+    if binding.replaced:
+        n = len(binding.replaced)
+        print(f"replaced {n} control{'s' if n > 1 else ''} that drove {target} before (removed from the file):",
+              file=sys.stderr)
+        for item in binding.replaced:
+            print(f"  {item}", file=sys.stderr)
     return EXIT_OK

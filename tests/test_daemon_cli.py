@@ -88,6 +88,36 @@ def test_bad_latency_is_refused_by_the_parser(value):
     assert r.returncode == 2 and "--latency" in r.stderr
 
 
+@pytest.fixture
+def user_dirs(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    return tmp_path / "config" / "canne" / "mappings"
+
+
+def test_learn_never_targets_a_shipped_mapping(user_dirs, tmp_path):
+    from daemon import paths
+    from daemon.cli import learn_destination
+
+    shipped = paths.shipped_dir("mappings")
+    for spec in (None, "default", str(shipped / "default.yaml"), str(REPO / "mappings" / "default.yaml")):
+        dest, source, note = learn_destination(spec)
+        assert Path(dest) == user_dirs / "default.yaml", spec
+        assert Path(source) == shipped / "default.yaml" or Path(source) == REPO / "mappings" / "default.yaml"
+        assert "shipped" in note and str(dest) in note and "canne run" in note
+        assert user_dirs.is_dir() and not Path(dest).exists()  # the copy is written only by a successful learn
+    dest, source, note = learn_destination("korg_nanokontrol2")
+    assert Path(dest) == user_dirs / "korg_nanokontrol2.yaml" and "--mapping korg_nanokontrol2" in note
+    # The performer's copy, once there, is edited in place; so is any file of theirs.
+    (user_dirs / "default.yaml").write_text("version: 1\n")
+    assert learn_destination(None) == (str(user_dirs / "default.yaml"), None, None)
+    mine = tmp_path / "mine.yaml"
+    assert learn_destination(str(mine)) == (str(mine), None, None)
+    dest, source, note = learn_destination("brand-new")
+    assert (Path(dest), source) == (user_dirs / "brand-new.yaml", None) and "new mapping" in note
+
+
 # -- with a JACK dummy server ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -109,13 +139,17 @@ def test_devices_lists_midi_ports_with_api_and_audio_with_host_api(server):
 
 @pytest.mark.jack
 @pytest.mark.parametrize(
-    "target, sends, expected",
+    "target, sends, expected, replaced",
     [
-        pytest.param("latent.3", [(40, v) for v in (10, 20, 30, 40)], ["cc: 40", "neuron: 3"], id="knob-to-neuron"),
-        pytest.param("gain", [(41, 1)] * 4, ["cc: 41", "param: gain", "encoder"], id="encoder-to-gain"),
+        pytest.param("latent.3", [(40, v) for v in (10, 20, 30, 40)], ["cc: 40", "neuron: 3"],
+                     ["replaced 2 controls", "{cc: 24, neuron: 3, label: Knob 4}", "{cc: 73, neuron: 3, label: K4}"],
+                     id="knob-to-neuron"),
+        pytest.param("gain", [(41, 1)] * 4, ["cc: 41", "param: gain", "encoder"],
+                     ["replaced 1 control ", "{cc: 7, param: gain"], id="encoder-to-gain"),
     ],
 )
-def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path, target, sends, expected):
+def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path, target, sends, expected,
+                                                     replaced):
     from daemon.mapping import load_mapping
     from daemon.model import DecoderModel
 
@@ -148,6 +182,8 @@ def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path
         assert piece in text, text
     assert "Knob 1" in text  # the rest of the file, comments and all, is kept
     load_mapping(mapping, DecoderModel(model_dir))  # and it still validates
+    for piece in replaced:  # what the binding replaced is said, not silently dropped
+        assert piece in err, err
 
 
 @pytest.mark.jack

@@ -215,3 +215,50 @@ def test_learn_into_a_missing_folder_fails_before_waiting(model, tmp_path):
     with pytest.raises(MappingError, match="no_such_folder.*does not exist"):
         write_binding(path, Binding(cc=1, channel=1, neuron=0), model=model)
     assert not path.parent.exists()
+
+
+# --------------------------------------------------------------------------- what learn replaced
+def test_learn_reports_every_control_it_replaced(model, tmp_path):
+    """The shipped default drives neuron 3 from CC 24 and CC 73: both go, and both are named."""
+    path = tmp_path / "set.yaml"
+    path.write_text((REPO / "mappings" / "default.yaml").read_text())
+    binding = learn_binding(path, "latent.3", [cc(40, 10), cc(40, 20)], model=model)
+    assert len(binding.replaced) == 2, binding.replaced
+    first, second = binding.replaced
+    assert "cc: 24" in first and "neuron: 3" in first and "Knob 4" in first and first.startswith("line ")
+    assert "cc: 73" in second and "K4" in second
+    m = load_mapping(path, model)
+    assert [c.cc for c in m.controls if c.neuron == 3] == [40]
+
+
+def test_learn_into_a_free_target_replaces_nothing(model, tmp_path):
+    path = tmp_path / "set.yaml"
+    path.write_text("controls:\n  - {cc: 1, neuron: 0}\n")
+    binding = learn_binding(path, "release", [cc(50, 3), cc(50, 5)], model=model)
+    assert binding.replaced == ()
+
+
+def test_learn_from_a_source_writes_the_copy_and_never_the_source(model, tmp_path):
+    source = tmp_path / "shipped.yaml"
+    original = (REPO / "mappings" / "default.yaml").read_text()
+    source.write_text(original)
+    copy = tmp_path / "user" / "default.yaml"
+    copy.parent.mkdir()
+    b = learn_binding(copy, "neuron 5", [cc(41, 1), cc(41, 2)], model=model, source=source)
+    assert source.read_text() == original
+    text = copy.read_text()
+    assert "cc: 41" in text and "Knob 1" in text  # the rest of the shipped file came along
+    assert len(b.replaced) == 2
+    # Once the copy exists it is what learn edits (the source is not read again).
+    source.write_text("this: [is not read\n")
+    learn_binding(copy, "neuron 6", [cc(42, 1), cc(42, 2)], model=model, source=source)
+    assert "cc: 41" in copy.read_text() and "cc: 42" in copy.read_text()
+
+
+def test_replaced_controls_lists_block_style_items_with_their_line():
+    text = "controls:\n  - cc: 1\n    neuron: 0\n    label: Mod wheel\n  - {cc: 21, neuron: 0}\n  - {cc: 7, param: gain}\n"
+    from daemon.learn import replaced_controls
+
+    assert replaced_controls(text, Binding(cc=5, channel=1, neuron=0)) == [
+        "line 2: {cc: 1, neuron: 0, label: Mod wheel}", "line 5: {cc: 21, neuron: 0}"]
+    assert replaced_controls(text, Binding(cc=5, channel=1, param="gain")) == ["line 6: {cc: 7, param: gain}"]
