@@ -21,6 +21,9 @@ Channels are written 1..16 (as musicians count) and stored 0..15 (as mido sends 
 from __future__ import annotations
 
 import math
+import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 import yaml
 
 from daemon.errors import MappingError
+from daemon.inputfile import format_size, read_input_file, short_path
 
 __all__ = [
     "Control",
@@ -36,6 +40,9 @@ __all__ = [
     "Program",
     "load_mapping",
     "load_mapping_text",
+    "read_mapping_text",
+    "MAX_MAPPING_BYTES",
+    "MAX_NESTING",
     "PARAMS",
     "ENCODERS",
     "TAKEOVER_MODES",
@@ -44,6 +51,13 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+
+# Limits of the guarded loading path (docs/mappings.md, "Limits"). A full controller
+# mapping is a few kB and 3 levels deep; anything far beyond is refused before parsing.
+MAX_MAPPING_BYTES = 1 << 20  # 1 MiB, checked with stat before the file is opened
+MAX_NESTING = 64  # lists/sections inside each other
+_MAX_NUMBER_CHARS = 64  # a number written with more characters is refused unparsed
+_MAX_PATH_CHARS = 1024  # a path in programs:
 ALL_CHANNELS = frozenset(range(16))
 
 TAKEOVER_MODES = ("jump", "pickup", "scale")
@@ -273,35 +287,125 @@ def _model_info(model) -> _ModelInfo:
     return info
 
 
-# --------------------------------------------------------------------------- node helpers
-_constructor = yaml.constructor.SafeConstructor()
+# --------------------------------------------------------------------------- YAML
+_YAML_TAG = "tag:yaml.org,2002:"
+_MERGE_TAG = _YAML_TAG + "merge"
+_NUMBER_TAGS = frozenset(_YAML_TAG + t for t in ("int", "float", "timestamp"))
+# Scalar tags a mapping may carry (explicitly or resolved): the YAML core types.
+# Anything else (python/*, !!set, !!omap, !custom) is refused by name.
+_SCALAR_TAGS = frozenset(_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp", "binary"))
+# Characters YAML does not allow in a stream (PyYAML's Reader.NON_PRINTABLE).
+_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+_OPEN_EVENTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSE_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_CLoader = getattr(yaml, "CSafeLoader", None) if getattr(yaml, "__with_libyaml__", False) else None
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark):
+        super().__init__("too deep")
+        self.mark = mark
+
+
+class _PyLoader(yaml.SafeLoader):
+    """Pure-Python safe loader that refuses nesting past MAX_NESTING (no RecursionError)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str):
+    """YAML text -> node tree (marks kept), refusing nesting past MAX_NESTING.
+
+    With libyaml (the usual case) the events are scanned first with a counter (libyaml's
+    parser has no recursion; its composer would recurse in C) and then composed in C,
+    20x faster than pure Python. A fresh loader every call: nothing outlives the load.
+    """
+    if _CLoader is None:
+        return yaml.compose(text, Loader=_PyLoader)
+    depth = 0
+    for event in yaml.parse(text, Loader=_CLoader):
+        if isinstance(event, _OPEN_EVENTS):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _TooDeep(event.start_mark)
+        elif isinstance(event, _CLOSE_EVENTS):
+            depth -= 1
+    return yaml.compose(text, Loader=_CLoader)
+
+
+def _show(value, limit: int = 80) -> str:
+    """repr() for a message: one line, at most ``limit`` characters, never raises."""
+    try:
+        r = repr(value)
+    except Exception:  # e.g. int -> str past sys.get_int_max_str_digits()
+        r = f"<{type(value).__name__}>"
+    r = " ".join(r.splitlines())
+    return r if len(r) <= limit else f"{r[: limit - 15]}… ({len(r)} chars)"
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG):] if tag.startswith(_YAML_TAG) else tag
 
 
 class _Ctx:
-    """Error formatting: every message is one line, file:line: field: problem."""
+    """Error formatting: every message is one line, file:line: field: problem.
+
+    Each load has its own context and its own YAML constructor (a shared one would
+    keep every node it ever built, and be used by two threads at once).
+    """
 
     def __init__(self, source: str):
         self.source = source
+        self._constructor = yaml.constructor.SafeConstructor()
 
     def error(self, node, fieldname: str, problem: str, value=None, allowed: str | None = None, fix: str | None = None):
-        line = node.start_mark.line + 1 if node is not None else 0
+        line = node.start_mark.line + 1 if node is not None and node.start_mark is not None else 0
         msg = f"{self.source}:{line}: {fieldname or '(top level)'}: {problem}"
         if value is not None:
-            msg += f" (got {value!r})"
+            msg += f" (got {_show(value)})"
         if allowed:
             msg += f"; allowed: {allowed}"
         if fix:
             msg += f"; {fix}"
-        return MappingError(msg.replace("\n", " "))
+        return MappingError(" ".join(msg.splitlines()))
 
-    def scalar(self, node, fieldname: str):
+    def construct(self, node, fieldname: str, allowed: str | None = None):
+        """A scalar node's Python value; odd tags and unreadable values fail with one line."""
+        tag = node.tag
+        if tag == _MERGE_TAG:
+            raise self.error(node, fieldname, "merge keys ('<<') are not supported", None, None,
+                             "write the fields out in full")
+        if tag not in _SCALAR_TAGS:
+            raise self.error(node, fieldname, f"unknown YAML tag {_show(tag)}", None,
+                             "plain values (tags !!str, !!int, !!float, !!bool, !!null)", "remove the tag")
+        if tag in _NUMBER_TAGS and len(node.value) > _MAX_NUMBER_CHARS:
+            raise self.error(node, fieldname, f"number too long ({len(node.value)} characters)", None,
+                             allowed or f"at most {_MAX_NUMBER_CHARS} characters")
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except Exception:  # ValueError ('!!int abc'), KeyError ('!!bool maybe'), AttributeError, ConstructorError
+            raise self.error(node, fieldname, f"cannot read the value as {_short_tag(tag)}", node.value,
+                             None, "remove the tag or fix the value") from None
+
+    def scalar(self, node, fieldname: str, allowed: str | None = None):
         if not isinstance(node, yaml.ScalarNode):
             kind = "a list" if isinstance(node, yaml.SequenceNode) else "a section"
             raise self.error(node, fieldname, f"expected a single value, found {kind}")
-        return _constructor.construct_object(node, deep=True)
+        return self.construct(node, fieldname, allowed)
 
     def number(self, node, fieldname: str, lo: float, hi: float, unit: str = "") -> float:
-        v = self.scalar(node, fieldname)
+        v = self.scalar(node, fieldname, f"{lo:g}..{hi:g}{unit}")
         # (ints are compared exactly: float() of a 400-digit int would overflow)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
             raise self.error(node, fieldname, "not a number", v, f"{lo:g}..{hi:g}{unit}")
@@ -310,7 +414,7 @@ class _Ctx:
         return float(v)
 
     def integer(self, node, fieldname: str, lo: int, hi: int, what: str = "") -> int:
-        v = self.scalar(node, fieldname)
+        v = self.scalar(node, fieldname, f"{lo}..{hi}{what}")
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.error(node, fieldname, "not a whole number", v, f"{lo}..{hi}{what}")
         if not lo <= v <= hi:
@@ -318,13 +422,13 @@ class _Ctx:
         return v
 
     def boolean(self, node, fieldname: str) -> bool:
-        v = self.scalar(node, fieldname)
+        v = self.scalar(node, fieldname, "true, false")
         if not isinstance(v, bool):
             raise self.error(node, fieldname, "not true/false", v, "true, false")
         return v
 
     def choice(self, node, fieldname: str, choices) -> str:
-        v = self.scalar(node, fieldname)
+        v = self.scalar(node, fieldname, ", ".join(str(c) for c in choices))
         key = str(v).strip().lower().replace("-", "_").replace(" ", "_") if isinstance(v, str) else v
         if key not in choices:
             raise self.error(node, fieldname, "unknown value", v, ", ".join(str(c) for c in choices))
@@ -332,9 +436,12 @@ class _Ctx:
 
     def text(self, node, fieldname: str) -> str:
         v = self.scalar(node, fieldname)
-        if v is None or isinstance(v, (list, dict)):
+        if v is None or isinstance(v, (list, dict, bytes)):
             raise self.error(node, fieldname, "expected text", v)
-        return str(v)
+        v = str(v)
+        if "\x00" in v:
+            raise self.error(node, fieldname, "the text contains a NUL character", None, None, "remove it")
+        return v
 
     def section(self, node, fieldname: str, allowed: tuple) -> dict:
         """A YAML mapping node -> {key: (key_node, value_node)}; unknown/duplicate keys fail."""
@@ -342,8 +449,15 @@ class _Ctx:
             raise self.error(node, fieldname, "expected a section of 'key: value' lines", self._peek(node))
         out: dict = {}
         for knode, vnode in node.value:
-            key = _constructor.construct_object(knode, deep=True) if isinstance(knode, yaml.ScalarNode) else None
-            name = f"{fieldname}.{key}" if fieldname else str(key)
+            if not isinstance(knode, yaml.ScalarNode):
+                kind = "a list" if isinstance(knode, yaml.SequenceNode) else "a section"
+                raise self.error(knode, fieldname, f"a key is {kind}", None, "plain names", "check the indentation")
+            if knode.tag == _MERGE_TAG:
+                raise self.error(knode, f"{fieldname}.<<" if fieldname else "<<",
+                                 "merge keys ('<<') are not supported", None, None, "write the fields out in full")
+            key = self.construct(knode, f"{fieldname} (a key)" if fieldname else "(a key)")
+            shown = key if isinstance(key, (str, int)) and len(str(key)) <= 60 else _show(key, 60)
+            name = f"{fieldname}.{shown}" if fieldname else str(shown)
             if key in out:
                 raise self.error(knode, name, "appears twice; keep one")
             if allowed and key not in allowed:
@@ -371,7 +485,7 @@ class _Ctx:
             if not chans:
                 raise self.error(node, fieldname, "empty channel list", None, allowed)
             return frozenset(c - 1 for c in chans)
-        v = self.scalar(node, fieldname)
+        v = self.scalar(node, fieldname, allowed)
         if isinstance(v, str) and v.strip().lower() in ("all", "omni", "any"):
             return ALL_CHANNELS
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 16:
@@ -380,8 +494,27 @@ class _Ctx:
 
 
 # --------------------------------------------------------------------------- loading
+def read_mapping_text(path) -> str:
+    """The text of a mapping file, through the guarded path (regular file, at most
+    ``MAX_MAPPING_BYTES``, UTF-8), or ``MappingError`` with one line."""
+    p = Path(path).expanduser() if not isinstance(path, Path) else path.expanduser()
+    data = read_input_file(p, limit=MAX_MAPPING_BYTES, what="mapping file", error=MappingError,
+                           not_found_hint="pass an existing .yaml file (see mappings/)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MappingError(f"{short_path(p)}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                           "save the mapping as UTF-8") from None
+
+
 def load_mapping(path, model) -> Mapping:
     """Load and validate a YAML mapping file against a model's metadata.
+
+    The only outcomes are a ``Mapping`` or one ``MappingError``: the file must be a
+    regular file of at most ``MAX_MAPPING_BYTES`` (checked with ``stat`` before it is
+    opened: a FIFO, a device or a folder is refused without reading), UTF-8 YAML
+    without custom tags, nested at most ``MAX_NESTING`` deep.
 
     Parameters
     ----------
@@ -396,29 +529,58 @@ def load_mapping(path, model) -> Mapping:
     MappingError
         One line naming file, line, field, value and the allowed values.
     """
-    p = Path(path).expanduser()
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MappingError(f"{p}: mapping file not found; pass an existing .yaml file (see mappings/)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MappingError(f"{p}: cannot read the mapping file: {exc}") from None
-    return load_mapping_text(text, model, source=str(p), path=p)
+        p = Path(path).expanduser()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise MappingError(f"{short_path(path)}: not a usable mapping path: {exc}") from None
+    return load_mapping_text(read_mapping_text(p), model, source=short_path(p), path=p)
 
 
 def load_mapping_text(text: str, model, *, source: str = "<mapping>", path: Path | None = None) -> Mapping:
-    """Validate mapping YAML given as text (``path`` anchors relative program paths)."""
-    ctx = _Ctx(source)
+    """Validate mapping YAML given as text (``path`` anchors relative program paths).
+
+    Same guarantees as ``load_mapping`` (minus the file checks): a ``Mapping`` or one
+    ``MappingError``; nothing else escapes.
+    """
     info = _model_info(model)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return _validate(text, info, model, source, path)
+    except MappingError:
+        raise
+    except RecursionError:  # not expected (nesting is limited), but never a traceback
+        raise MappingError(f"{source}: the mapping is nested too deeply; "
+                           f"allowed: at most {MAX_NESTING} levels") from None
+    except Exception as exc:  # a validation bug: still one line, but say so
+        detail = " ".join((str(exc) or type(exc).__name__).splitlines())[:200]
+        raise MappingError(f"{source}: unexpected error while validating the mapping "
+                           f"({type(exc).__name__}: {detail}); please report this") from exc
+
+
+def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None) -> Mapping:
+    ctx = _Ctx(source)
+    if not isinstance(text, str):
+        raise MappingError(f"{source}: the mapping must be text, got {type(text).__name__}")
+    if len(text) > MAX_MAPPING_BYTES:
+        raise MappingError(f"{source}: the mapping is too large ({format_size(len(text))} characters); "
+                           f"the limit is {format_size(MAX_MAPPING_BYTES)}")
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        raise MappingError(f"{source}:{line}: character U+{ord(bad.group()):04X} at column {col} is not allowed "
+                           "in a YAML file (a NUL or control character?); remove it")
+    try:
+        root = _compose(text)
+    except _TooDeep as exc:
+        raise MappingError(f"{source}:{exc.mark.line + 1}: nested more than {MAX_NESTING} levels deep; "
+                           "a mapping needs 3 or 4") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        problem = (exc.problem or str(exc)).strip()
+        problem = " ".join((exc.problem or str(exc)).split())
         raise MappingError(f"{source}:{line}: YAML syntax error: {problem}; check indentation and colons") from None
     except yaml.YAMLError as exc:
-        raise MappingError(f"{source}: YAML error: {str(exc).splitlines()[0]}") from None
+        raise MappingError(f"{source}: YAML error: {' '.join(str(exc).split())[:200]}") from None
     if root is None:
         raise MappingError(f"{source}:1: the mapping file is empty; start from mappings/default.yaml")
     top = ctx.section(root, "", _TOP_KEYS)
@@ -543,7 +705,7 @@ def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeov
     curve, exponent = default_curve, 1.0
     if "curve" in sec:
         cnode = sec["curve"][1]
-        v = ctx.scalar(cnode, f"{f}.curve")
+        v = ctx.scalar(cnode, f"{f}.curve", "linear, exp, log, or an exponent 0.05..20")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             exponent = ctx.number(cnode, f"{f}.curve", 0.05, 20.0, " (an exponent)")
             curve = "power"
@@ -593,14 +755,14 @@ def _notes(ctx: _Ctx, item, info: _ModelInfo, channels) -> NoteSettings:
     ref = info.reference_note
     if "reference_note" in sec:
         rn = sec["reference_note"][1]
-        v = ctx.scalar(rn, "notes.reference_note")
+        v = ctx.scalar(rn, "notes.reference_note", "0..127 (MIDI note; or 'model')")
         if not (isinstance(v, str) and v.strip().lower() in ("model", "default")):
             ref = ctx.integer(rn, "notes.reference_note", 0, 127, " (MIDI note; or 'model')")
     poly = ctx.integer(sec["polyphony"][1], "notes.polyphony", 1, 64) if "polyphony" in sec else 8
     vcurve, vexp = "linear", 1.0
     if "velocity_curve" in sec:
         vn = sec["velocity_curve"][1]
-        v = ctx.scalar(vn, "notes.velocity_curve")
+        v = ctx.scalar(vn, "notes.velocity_curve", "linear, soft, hard, fixed, or an exponent 0.05..10")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             vexp = ctx.number(vn, "notes.velocity_curve", 0.05, 10.0, " (an exponent)")
             vcurve = "power"
@@ -615,7 +777,7 @@ def _pitch_bend(ctx: _Ctx, item, note_channels):
         return 2.0, note_channels
     node = item[1]
     if isinstance(node, yaml.ScalarNode):
-        v = ctx.scalar(node, "pitch_bend")
+        v = ctx.scalar(node, "pitch_bend", "0..48 semitones, or off")
         if v is False or v is None:
             return 0.0, note_channels
         return ctx.number(node, "pitch_bend", 0.0, 48.0, " semitones"), note_channels
@@ -630,7 +792,7 @@ def _sustain(ctx: _Ctx, item, note_channels):
         return 64, note_channels
     node = item[1]
     if isinstance(node, yaml.ScalarNode):
-        v = ctx.scalar(node, "sustain")
+        v = ctx.scalar(node, "sustain", "a CC number 0..127, or off")
         if v is False or v is None:
             return None, note_channels
         if isinstance(v, int) and not isinstance(v, bool):
@@ -682,7 +844,7 @@ def _initial_latent(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
         if len(node.value) != info.latent_dim:
             raise ctx.error(node, "initial_latent", f"needs {info.latent_dim} values (latent_dim)", len(node.value))
         return tuple(
-            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, f"initial_latent[{i}]") is None)
+            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, f"initial_latent[{i}]", "-1000..1000") is None)
             else ctx.number(n, f"initial_latent[{i}]", *lim)
             for i, n in enumerate(node.value)
         )
@@ -728,15 +890,50 @@ def _programs(ctx: _Ctx, item, base: Path) -> list:
             raise ctx.error(vn, f, "names neither a model nor a mapping", None, "model: <dir>, mapping: <file.yaml>")
         model = mapping = None
         if "model" in ps:
-            model = (base / ctx.text(ps["model"][1], f"{f}.model")).resolve()
-            if not (model.is_dir() and (model / "decoder.onnx").is_file()) and not model.is_file():
+            model = _program_path(ctx, ps["model"][1], f"{f}.model", base)
+            if not (_is_dir(model) and _is_file(model / "decoder.onnx")) and not _is_file(model):
                 raise ctx.error(ps["model"][1], f"{f}.model", "no model there", str(model),
                                 "a model directory holding decoder.onnx, or a .onnx file; relative to this file's folder")
         if "mapping" in ps:
-            mapping = (base / ctx.text(ps["mapping"][1], f"{f}.mapping")).resolve()
-            if not mapping.is_file():
-                raise ctx.error(ps["mapping"][1], f"{f}.mapping", "no such file", str(mapping),
+            mapping = _program_path(ctx, ps["mapping"][1], f"{f}.mapping", base)
+            if not _is_file(mapping):
+                problem = "not a regular file" if _exists(mapping) else "no such file"
+                raise ctx.error(ps["mapping"][1], f"{f}.mapping", problem, str(mapping),
                                 "a .yaml mapping file; relative to this file's folder")
         name = ctx.text(ps["name"][1], f"{f}.name") if "name" in ps else f"program {key}"
         out.append(Program(key, kn.start_mark.line + 1, name, model, mapping))
     return sorted(out, key=lambda p: p.number)
+
+
+def _program_path(ctx: _Ctx, node, fieldname: str, base: Path) -> Path:
+    """A path in programs:, resolved against the mapping's folder; odd paths fail with one line."""
+    text = ctx.text(node, fieldname)  # (refuses NUL characters)
+    if not text.strip():
+        raise ctx.error(node, fieldname, "empty path", None, None, "a path relative to this file's folder")
+    if len(text) > _MAX_PATH_CHARS:
+        raise ctx.error(node, fieldname, f"path too long ({len(text)} characters)", None,
+                        f"at most {_MAX_PATH_CHARS} characters")
+    try:
+        return (base / text).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # ENAMETOOLONG, a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ctx.error(node, fieldname, f"not a usable path ({' '.join(reason.split())[:100]})") from None
+
+
+def _stat_mode(p: Path) -> int:
+    try:
+        return os.stat(p).st_mode
+    except (OSError, ValueError):  # missing, ENAMETOOLONG (a component > 255 bytes), EACCES
+        return 0
+
+
+def _is_file(p: Path) -> bool:
+    return stat.S_ISREG(_stat_mode(p))
+
+
+def _is_dir(p: Path) -> bool:
+    return stat.S_ISDIR(_stat_mode(p))
+
+
+def _exists(p: Path) -> bool:
+    return _stat_mode(p) != 0

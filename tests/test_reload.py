@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harmonic_model import build_harmonic_decoder  # noqa: E402
 from test_mapper import RecordingEngine  # noqa: E402
 
+from daemon.errors import MappingError  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
@@ -58,14 +59,22 @@ def wait_for(predicate, timeout: float) -> bool:
     return predicate()
 
 
+def settle(reloader: MappingReloader) -> bool:
+    """Let a background validation finish (liveness bound only), then apply it."""
+    assert reloader.wait_idle(30.0), "the validation never finished"
+    return reloader.poll()
+
+
 def test_first_poll_after_an_edit_applies_it(setup, model):
     """The within-one-second guarantee, without timing: the first poll after an edit
+    starts the validation off the caller's thread, the first poll after it is done
     swaps the mapping, and the watcher thread polls every 0.25 s by default."""
     path, engine, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     assert reloader.interval <= 0.25
     edit(path, GOOD_B)
-    assert reloader.poll() is True
+    assert reloader.poll() is False and mapper.mapping.controls[0].cc == 1
+    assert settle(reloader) is True
     engine.clear()
     mapper.handle(mido.Message("control_change", control=2, value=127))
     mapper.handle(mido.Message("control_change", control=1, value=127))  # the old control is gone
@@ -88,6 +97,7 @@ def test_invalid_edit_keeps_the_old_mapping_and_logs_why(setup, model, caplog):
     edit(path, BAD)
     with caplog.at_level(logging.WARNING, logger="daemon.reload"):
         assert reloader.poll() is False
+        assert settle(reloader) is False
     assert mapper.mapping.controls[0].cc == 1 and reloader.failures == 1
     (record,) = [r for r in caplog.records if r.name == "daemon.reload"]
     line = record.getMessage()
@@ -95,7 +105,8 @@ def test_invalid_edit_keeps_the_old_mapping_and_logs_why(setup, model, caplog):
     assert "\n" not in line
     # fixing the file applies it
     edit(path, GOOD_B)
-    assert reloader.poll() is True and mapper.mapping.controls[0].cc == 2
+    reloader.poll()
+    assert settle(reloader) is True and mapper.mapping.controls[0].cc == 2
 
 
 def test_unchanged_file_is_not_reloaded(setup, model):
@@ -104,7 +115,8 @@ def test_unchanged_file_is_not_reloaded(setup, model):
     assert reloader.poll() is False
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # touched, same text
     before = mapper.mapping
-    assert reloader.poll() is False and mapper.mapping is before and reloader.reloads == 0
+    assert reloader.poll() is False and settle(reloader) is False
+    assert mapper.mapping is before and reloader.reloads == 0 and reloader.failures == 0
 
 
 def test_reload_now_forces_a_reload(setup, model):
@@ -112,8 +124,17 @@ def test_reload_now_forces_a_reload(setup, model):
     path, engine, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     before = mapper.mapping
-    assert reloader.reload_now() is True
+    assert reloader.reload_now() is False  # validation started, applied by the next poll
+    assert settle(reloader) is True
     assert mapper.mapping is not before and mapper.mapping == before and reloader.reloads == 1
+
+
+def test_inline_mode_applies_within_the_poll(setup, model):
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper, background=False)
+    edit(path, GOOD_B)
+    assert reloader.poll() is True and mapper.mapping.controls[0].cc == 2
+    assert reloader.reload_now() is True and reloader.reloads == 2
 
 
 def test_deleted_file_keeps_mapping(setup, model, caplog):
@@ -145,15 +166,125 @@ def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
     engine = RecordingEngine(model)
     mapper = Mapper(load_mapping(path, model), engine, synchronous=True)
     reloader = MappingReloader(path, model, mapper)
-    real_load = daemon.reload.load_mapping
+    real_load = daemon.reload.load_mapping_text
 
-    def load_then_program_change(p, m):
-        new = real_load(p, m)
+    def load_then_program_change(*args, **kwargs):
+        new = real_load(*args, **kwargs)
         assert mapper.switch_program(1)  # the MIDI side switches meanwhile
         return new
 
-    monkeypatch.setattr(daemon.reload, "load_mapping", load_then_program_change)
+    monkeypatch.setattr(daemon.reload, "load_mapping_text", load_then_program_change)
     edit(path, GOOD_B + "programs: {1: {mapping: other.yaml}}\n")
     assert reloader.poll() is False
+    assert settle(reloader) is False
     assert mapper.mapping.path == other and mapper.mapping.controls[0].cc == 5
     assert reloader.reloads == 0 and mapper.program_switches == 1
+
+
+# --------------------------------------------------------------------------- hostile files
+def _fifo(path: Path) -> str:
+    os.mkfifo(path)
+    return "FIFO"
+
+
+def _dev_zero(path: Path) -> str:
+    path.symlink_to("/dev/zero")
+    return "character device"
+
+
+def _folder(path: Path) -> str:
+    path.mkdir()
+    return "folder"
+
+
+def _huge(path: Path) -> str:
+    with open(path, "wb") as f:  # 60 MB, sparse: the size alone must refuse it
+        f.truncate(60 << 20)
+    return "too large"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
+@pytest.mark.parametrize("make", [_fifo, _dev_zero, _folder, _huge], ids=["fifo", "dev-zero", "folder", "60MB"])
+def test_a_file_that_is_not_a_small_regular_file_is_refused_by_stat(setup, model, make, caplog, monkeypatch):
+    """The live file replaced by a FIFO, /dev/zero, a folder or a 60 MB file: refused
+    from the stat inside poll() (no worker started, nothing opened), old mapping kept."""
+    import daemon.reload
+
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    before = mapper.mapping
+    opened = []
+    monkeypatch.setattr(daemon.reload, "read_mapping_text", lambda p: opened.append(p))
+    path.unlink()
+    needle = make(path)
+    done = threading.Event()
+    result = []
+
+    def run():
+        with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+            result.append(reloader.poll())
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(30.0), "poll() blocked on the file"
+    assert result == [False] and not reloader.busy and opened == []
+    assert mapper.mapping is before and reloader.failures == 1 and needle in reloader.last_error
+    assert "\n" not in reloader.last_error
+    # and the guarded loader itself refuses it the same way (SIGHUP, program change)
+    monkeypatch.undo()
+    with pytest.raises(MappingError, match=needle):
+        load_mapping(path, model)
+    # a valid file put back is applied again
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
+    path.write_text(GOOD_B)
+    reloader.poll()
+    assert settle(reloader) is True and mapper.mapping.controls[0].cc == 2
+
+
+def test_poll_validates_off_the_calling_thread(setup, model, monkeypatch):
+    """With background=True (the default) the parse and validation never run on the
+    thread that polls (the instrument's control loop)."""
+    import daemon.reload
+
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    threads = []
+    real = daemon.reload.load_mapping_text
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.reload, "load_mapping_text", recording)
+    edit(path, GOOD_B)
+    reloader.poll()
+    assert settle(reloader) is True
+    assert threads and threading.current_thread() not in threads
+
+
+def test_sighup_during_a_validation_does_not_wait_for_it(setup, model, monkeypatch):
+    """reload_now() while a (slow) validation runs returns at once; the forced reload
+    follows once the running one is done."""
+    import daemon.reload
+
+    path, _, mapper = setup
+    reloader = MappingReloader(path, model, mapper)
+    release = threading.Event()
+    real = daemon.reload.load_mapping_text
+
+    def slow(*args, **kwargs):
+        assert release.wait(30.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.reload, "load_mapping_text", slow)
+    edit(path, GOOD_B)
+    assert reloader.poll() is False and reloader.busy
+    assert reloader.reload_now() is False and reloader.busy  # returned while the worker is blocked
+    assert reloader.poll() is False and mapper.mapping.controls[0].cc == 1
+    release.set()
+    assert settle(reloader) is True and mapper.mapping.controls[0].cc == 2  # the edit
+    reloader.poll()  # starts the deferred forced reload
+    assert settle(reloader) is True and reloader.reloads == 2  # the SIGHUP's
