@@ -24,11 +24,11 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY
 
 
 def format_size(n: int) -> str:
-    """Bytes as a short human figure: 1 MiB, 2.5 MiB, 300 kB, 12 bytes."""
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.3g} MiB"
-    if n >= 1 << 10:
-        return f"{n / (1 << 10):.3g} KiB"
+    """Bytes as a short human figure: 1 MiB, 2.5 MiB, 300 KiB, 12 bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.3g} {unit}" if v < 1000 else f"{v:,.0f} {unit}"
     return f"{n} bytes"
 
 

@@ -62,19 +62,13 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     -------
     ndarray [samples] float32 in [-1, 1].
     """
-    import mido
-
     from daemon.engine import Engine
     from daemon.mapper import Mapper
     from daemon.mapping import load_mapping
+    from daemon.midifile import load_midi_file
 
-    midi_path = Path(midi_path)
-    if not midi_path.is_file():
-        raise CanneError(f"MIDI file not found: {midi_path} (give a .mid file path)")
-    try:
-        midi = mido.MidiFile(str(midi_path))
-    except Exception as exc:  # mido raises OSError, EOFError, ValueError, KeySignatureError...
-        raise CanneError(f"{midi_path}: not a readable MIDI file ({exc})") from exc
+    # regular file <= 2 MiB, format 0/1, <= 1 hour, else one MidiFileError line
+    midi = load_midi_file(midi_path)
     mapping = load_mapping(mapping_path, model) if mapping_path else None
     kwargs = {}
     if polyphony:
