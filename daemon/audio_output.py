@@ -31,6 +31,7 @@ block's time budget on the default profile.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,9 +47,61 @@ JACK_HOSTAPI = "JACK Audio Connection Kit"
 MAX_FRAMES = 16384
 
 
-def _sd():
-    import sounddevice as sd  # imported here only: the adapter owns the dependency
+#: The JACK client name of the audio output (PortAudio's own default is "PortAudio").
+#: JACK makes it unique ("CANNe-audio-01") when another instance runs.
+JACK_CLIENT_NAME = "CANNe-audio"
 
+_jack_name_buf = None  # PortAudio keeps the pointer, not a copy: the buffer must stay alive
+
+
+def _set_jack_client_name(name: str) -> bool:
+    """Ask PortAudio's JACK host API to register as ``name`` (before PortAudio initialises).
+
+    sounddevice does not expose ``PaJack_SetClientName`` and initialises PortAudio
+    when imported, so the call goes to the same shared library through ctypes
+    first (the dynamic loader hands both the same library instance). Builds
+    without JACK (the Windows and macOS wheels' bundled PortAudio) lack the symbol:
+    nothing to do. Never raises.
+    """
+    global _jack_name_buf
+    if "sounddevice" in sys.modules:
+        return False  # too late: PortAudio is initialised
+    try:
+        import ctypes
+        import ctypes.util
+
+        libname = ctypes.util.find_library("portaudio")
+        if libname is None:
+            return False
+        lib = ctypes.CDLL(libname)
+        fn = getattr(lib, "PaJack_SetClientName", None)
+        if fn is None:
+            return False
+        fn.argtypes = [ctypes.c_char_p]
+        fn.restype = ctypes.c_int
+        _jack_name_buf = ctypes.create_string_buffer(name.encode("utf-8"))
+        return fn(_jack_name_buf) == 0
+    except Exception:
+        return False
+
+
+def _sd():
+    """sounddevice (imported here only: the adapter owns the dependency).
+
+    Raises :class:`DeviceError` (one line, with the fix) when the PortAudio
+    library cannot be found or loaded.
+    """
+    if "sounddevice" not in sys.modules:
+        _set_jack_client_name(JACK_CLIENT_NAME)
+    try:
+        import sounddevice as sd
+    except (OSError, ImportError) as exc:
+        raise DeviceError(
+            f"the PortAudio library cannot be loaded ({exc}): install it — Debian/Ubuntu: "
+            "sudo apt-get install libportaudio2; Fedora: sudo dnf install portaudio; "
+            "macOS and Windows: pip install --force-reinstall sounddevice (its wheel bundles "
+            "PortAudio); see docs/install.md"
+        ) from None
     return sd
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from daemon.errors import CanneError
 
+EXIT_CONFIG = 2
+
 
 # -- render (engine helper) -----------------------------------------------------------
 def add_render_parser(sub) -> None:
@@ -105,7 +107,7 @@ def add_run_parser(sub) -> None:
                    help="run the instrument in this process; on audio failure exit 75 (for systemd Restart=on-failure)")
     p.add_argument("--watchdog", type=float, default=2.0, metavar="SECONDS",
                    help="restart audio when no callback came for this long (default: %(default)s)")
-    p.add_argument("--child-heartbeat-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
     p.set_defaults(func=cmd_run)
 
 
@@ -129,16 +131,49 @@ def _run_options(args):
 
 
 def cmd_run(args) -> int:
-    if args.child_heartbeat_fd is not None or args.no_supervisor:
-        from daemon.runtime import run_instrument
-
-        return run_instrument(_run_options(args), heartbeat_fd=args.child_heartbeat_fd)
+    if args.child or args.no_supervisor:
+        return _run_instrument_here(args)
     from daemon.supervisor import Supervisor
 
     argv = list(args.argv)
     child_args = argv[argv.index("run") + 1:] if "run" in argv else []
     child_args = ["--log-level", args.log_level, *child_args]
     return Supervisor(child_args, watchdog_s=args.watchdog).run()
+
+
+def _run_instrument_here(args) -> int:
+    """The instrument in this process (the supervisor's child, or ``--no-supervisor``).
+
+    Until the stream runs, INFO lines are held back and any failure is one
+    ``ERROR`` line with exit status 2 (the supervisor never restarts that).
+    """
+    import os
+
+    from daemon import console as console_mod
+    from daemon.supervisor import ENV_AFTER_SOUND, ChildLink
+
+    console = console_mod.get()
+    if console is not None and args.log_level != "DEBUG":
+        console.hold()
+    code = EXIT_CONFIG
+    try:
+        link = ChildLink.from_stdio() if args.child else None
+        from daemon.runtime import run_instrument
+
+        opts = _run_options(args)
+        code = run_instrument(opts, link=link, after_sound=args.child and os.environ.get(ENV_AFTER_SOUND) == "1")
+        return code
+    except CanneError:
+        raise
+    except Exception as exc:  # an import or option failure before start-up: one line
+        log = logging.getLogger("canne.run")
+        log.error("start-up failed: %s: %s (run with -v DEBUG for the traceback)",
+                  type(exc).__name__, (str(exc).splitlines() or [""])[0])
+        log.debug("start-up traceback", exc_info=exc)
+        return EXIT_CONFIG
+    finally:
+        if console is not None:
+            console.flush_held(show=code == 0)
 
 
 def add_devices_parser(sub) -> None:
@@ -297,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    logging.basicConfig(level=getattr(logging, args.log_level),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from daemon import console
+
+    console.install(getattr(logging, args.log_level))
     try:
         return int(args.func(args) or 0)
     except CanneError as exc:

@@ -84,9 +84,9 @@ def _setup_realtime_python() -> None:
 class Instrument:
     """Owns the parts and the control loop. Build, :meth:`start`, :meth:`loop`."""
 
-    def __init__(self, opts: RunOptions, *, heartbeat_fd: int | None = None) -> None:
+    def __init__(self, opts: RunOptions, *, link=None) -> None:
         self.opts = opts
-        self.heartbeat_fd = heartbeat_fd
+        self.link = link  # daemon.supervisor.ChildLink when supervised
         self.stop_requested = False
         self.reload_requested = False
         self.engine = None
@@ -163,6 +163,9 @@ class Instrument:
             time.monotonic() - self._t_start,
         )
         self._heartbeat(b"R")
+        console = _console()
+        if console is not None:  # start-up INFO lines were held back until the sound runs
+            console.flush_held()
         gc.collect()
         gc.freeze()
         gc.disable()
@@ -182,20 +185,21 @@ class Instrument:
                 log.warning("re-arming soft takeover failed: %s", exc)
 
     def _heartbeat(self, kind: bytes) -> None:
-        if self.heartbeat_fd is None:
+        if self.link is None:
             return
         c = self.audio.counters if self.audio else None
         line = b"%s %d %d %d\n" % (kind, c.callbacks if c else 0, c.xruns if c else 0,
                                    c.underruns if c else 0)
-        try:
-            os.write(self.heartbeat_fd, line)
-        except BrokenPipeError:
+        if not self.link.send(line):
             # The supervisor is gone: an orphan would hold the audio device, so stop.
             log.warning("supervisor gone; stopping")
-            self.heartbeat_fd = None
+            self.link = None
             self.stop_requested = True
-        except OSError:
-            pass
+
+    def on_supervisor_gone(self) -> None:
+        """From the link's watcher thread: the supervisor died (its end of the channel closed)."""
+        log.warning("supervisor gone; stopping")
+        self.stop_requested = True
 
     def loop(self) -> int:
         """Control loop until a stop is requested or the audio watchdog fires."""
@@ -271,6 +275,10 @@ class Instrument:
 
     def _print_status(self) -> None:
         line = self.status_line()
+        console = _console()
+        if console is not None:  # never runs into a log record (daemon/console.py)
+            console.status(line)
+            return
         if sys.stderr.isatty():
             sys.stderr.write("\r\x1b[2K" + line)
         else:
@@ -287,7 +295,10 @@ class Instrument:
                 log.warning("audio stream did not close (audio server gone?)")
         if self.midi is not None:
             self.midi.close()
-        if self.opts.status and sys.stderr.isatty():
+        console = _console()
+        if console is not None:
+            console.end_status()
+        elif self.opts.status and sys.stderr.isatty():
             sys.stderr.write("\n")
 
 
@@ -317,26 +328,58 @@ def _make_reloader(path, model, mapper):
     return MappingReloader(path, model, mapper)
 
 
-def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
-    """Run the instrument until SIGINT/SIGTERM; return the process exit code."""
+def _console():
+    from daemon import console
+
+    return console.get()
+
+
+def startup_failed(exc: BaseException, logger: logging.Logger = log) -> None:
+    """One line for an unexpected exception before the first sound (the traceback at DEBUG)."""
+    logger.error("start-up failed: %s: %s (run with -v DEBUG for the traceback)",
+                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    logger.debug("start-up traceback", exc_info=exc)
+
+
+def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) -> int:
+    """Run the instrument until SIGINT/SIGTERM; return the process exit code.
+
+    ``link``: the supervisor channel (``daemon.supervisor.ChildLink``), or None.
+    ``after_sound``: this process restarts an instrument that has played; a
+    missing device then means "the audio server is not back yet" (exit 75, the
+    supervisor retries) instead of a configuration error (exit 2, never retried).
+    Any other failure before the first sound is one ``ERROR`` line and exit 2.
+    """
     _setup_realtime_python()
-    inst = Instrument(opts, heartbeat_fd=heartbeat_fd)
+    inst = Instrument(opts, link=link)
     signal.signal(signal.SIGTERM, inst.request_stop)
     signal.signal(signal.SIGINT, inst.request_stop)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, inst.request_reload)
+    if link is not None:
+        link.start_watcher(on_stop=inst.request_stop, on_reload=inst.request_reload,
+                           on_gone=inst.on_supervisor_gone)
     try:
         inst.build()
         if inst.stop_requested:
             return EXIT_OK
         inst.start()
     except DeviceError as exc:
-        log.error("%s", exc)
-        inst.shutdown()
-        return EXIT_CONFIG
+        if after_sound:
+            log.warning("%s (retrying)", exc)
+            code = EXIT_WATCHDOG
+        else:
+            log.error("%s", exc)
+            code = EXIT_CONFIG
+        _shutdown_quietly(inst)
+        return code
     except CanneError as exc:
         log.error("%s", exc)
-        inst.shutdown()
+        _shutdown_quietly(inst)
+        return EXIT_CONFIG
+    except Exception as exc:  # a bug or a broken install: one line, not a traceback loop
+        startup_failed(exc)
+        _shutdown_quietly(inst)
         return EXIT_CONFIG
     code = EXIT_OK
     try:
@@ -349,6 +392,13 @@ def run_instrument(opts: RunOptions, *, heartbeat_fd: int | None = None) -> int:
         inst.shutdown()
     log.info("stopped")
     return code
+
+
+def _shutdown_quietly(inst: Instrument) -> None:
+    try:
+        inst.shutdown()
+    except Exception as exc:
+        log.debug("shutdown after a failed start: %r", exc)
 
 
 def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", patterns=(),

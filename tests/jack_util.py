@@ -24,6 +24,8 @@ import pytest
 
 RATE = 48000
 PERIOD = 256
+#: The instrument's JACK audio client (daemon.audio_output.JACK_CLIENT_NAME).
+INSTRUMENT_CLIENT = "CANNe-audio"
 
 
 def jackd_path() -> str | None:
@@ -173,11 +175,13 @@ class Recorder:
         wait_for(lambda: self.pos >= target, timeout, 0.01, f"{frames} recorded frames")
         return self.pos
 
-    def source_ports(self, client_prefix: str = "PortAudio") -> list[str]:
+    def source_ports(self, client_prefix: str = INSTRUMENT_CLIENT) -> list[str]:
+        if client_prefix == "PortAudio":  # the instrument's client before it had its own name
+            client_prefix = INSTRUMENT_CLIENT
         return [p.name for p in self.client.get_ports(name_pattern=f"^{client_prefix}", is_audio=True,
                                                       is_output=True)]
 
-    def connect_from(self, client_prefix: str = "PortAudio", timeout: float = 20.0) -> list[str]:
+    def connect_from(self, client_prefix: str = INSTRUMENT_CLIENT, timeout: float = 20.0) -> list[str]:
         """Wait for the output ports of ``client_prefix`` and connect them to our inputs."""
         ports = wait_for(lambda: self.source_ports(client_prefix), timeout, 0.1,
                          f"JACK output ports of {client_prefix!r}")

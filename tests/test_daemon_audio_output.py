@@ -153,7 +153,8 @@ def test_stream_through_jack_plays_the_source_at_pitch(jack_server):
         proc = subprocess.Popen([sys.executable, "-c", code], env=jack_server.env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert proc.stdout.readline().startswith("started JACK")
-        rec.connect_from("PortAudio")
+        ports = rec.connect_from("CANNe-audio")  # named after the instrument, not "PortAudio"
+        assert ports == ["CANNe-audio:out_0", "CANNe-audio:out_1"]
         mark = rec.mark()
         rec.wait_frames(RATE)
         proc.stdin.write("\n")

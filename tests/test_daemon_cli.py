@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,50 @@ def test_no_audio_device_at_all_says_so(model_dir):
     assert r.returncode == 2, r.stderr
     errors = _error_lines(r.stderr)
     assert len(errors) == 1 and "no audio output device" in errors[0] and "JACK" in errors[0]
+
+
+def _fake_sounddevice(folder: Path, body: str) -> dict:
+    """An environment whose ``import sounddevice`` runs ``body`` (e.g. fails as without PortAudio)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sounddevice.py").write_text(body)
+    env = _no_server_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        # What sounddevice raises when find_library('portaudio') finds nothing.
+        pytest.param("raise OSError('PortAudio library not found')\n",
+                     "PortAudio library cannot be loaded (PortAudio library not found): install it", id="no-portaudio"),
+        pytest.param("raise RuntimeError('something unexpected')\n",
+                     "start-up failed: RuntimeError: something unexpected", id="unexpected-exception"),
+    ],
+)
+def test_broken_audio_library_is_one_line_exit_2_and_never_restarted(model_dir, tmp_path, body, needle):
+    """The README's promise on a fresh machine: one line, status 2, no supervisor restart loop."""
+    env = _fake_sounddevice(tmp_path / "fake", body)
+    t0 = time.monotonic()
+    r = _canne(["run", "--model", str(model_dir)], env)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and " ERROR " in lines[0] and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and "restart" not in r.stderr
+    assert elapsed < 15
+
+
+def test_no_device_is_the_only_line_printed(model_dir):
+    """Start-up INFO lines (model, mapping) are held back until the sound runs."""
+    r = _canne(["run", "--model", str(model_dir), "--device", "no-such-card-xyz"], _no_server_env())
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_version():
+    r = _canne(["--version"], _no_server_env())
+    assert r.returncode == 0 and r.stdout.startswith("canne 0.") and "Python" in r.stdout
 
 
 @pytest.mark.parametrize(
