@@ -74,6 +74,18 @@ def estimate_f0(y: np.ndarray, sr: float, *, fmin: float = 25.0, fmax: float = 4
             f *= 2.0
         else:
             break
+    # Sub-octave check: when upper harmonics dominate, the summation can land on 2·f0.
+    # If f/2's odd multiples (f/2, 3f/2, 5f/2) carry real partials, f is an octave high.
+    for _ in range(3):
+        h = 0.5 * f
+        if h < fmin:
+            break
+        odd = sum(_peak_near(X, df, h * k, 0.01)[1] for k in (1, 3, 5) if h * k < 0.95 * nyq)
+        even = sum(_peak_near(X, df, h * k, 0.01)[1] for k in (2, 4, 6) if h * k < 0.95 * nyq)
+        if even > 0 and odd >= 0.25 * even:
+            f = h
+        else:
+            break
     # Refine on the harmonics' interpolated peaks.
     # Two passes: the first three harmonics in wide windows, then all of them in
     # narrow windows around k·f. Harmonics weaker than -40 dB of the strongest are

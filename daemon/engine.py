@@ -112,6 +112,9 @@ class _Core:
         self._sign32 = self.ola.sign.astype(np.float32)  # (-1)**m, see _spectrum
         self.pitch = PitchStage(B, rows, bin_ratio=self.bin_ratio, n_fft=self.n_fft, sr_out=self.sr)
         self.voices = VoiceBank(rows, polyphony, self._move)
+        self.conditioned = bool(getattr(model, "conditioned", False))
+        if self.conditioned:
+            self._init_conditioned(model, rows)
         self.n_prime = max(0, self.n_fft // self.hop - 1)
         # latent
         self.z = model.latent_default.astype(np.float64).copy()
@@ -123,6 +126,7 @@ class _Core:
         self.mag = np.zeros(B)
         self.peaks = np.zeros(B)
         self.f0 = 0.0
+        self.f0_asked = None
         self.scale = 0.0
         # per voice
         self.ratio = np.ones(rows)
@@ -137,9 +141,37 @@ class _Core:
         self._flat_part = np.zeros(self.hop)
         self.ramp = np.arange(1, self.hop + 1) / self.hop
         self.out = np.zeros(self.hop)
+        self._per_voice_scale = False
         # FIFO of rendered samples (for mixing cores with different hops)
         self._fifo = np.zeros(self.hop)
         self._fifo_pos = self.hop
+
+    def _init_conditioned(self, model, rows: int) -> None:
+        """Buffers of the per-voice path of a pitch-conditioned (format 2) decoder.
+
+        Each voice decodes at its own pitch in one batched call. The decoder's frames are
+        at the model's rate; played at the output rate every frequency scales by
+        ``sr_out / sr_model``, so the pitch asked of the decoder is moved by
+        ``12 log2(sr_model / sr_out)`` semitones to compensate. Pitches outside the
+        trained range are clamped there and the rest is a residual transposition by the
+        pitch stage (as is a ``shift_bins`` offset); the ``tuned`` mode also measures each
+        voice's fundamental near the pitch asked for and corrects the residual.
+        """
+        B = self.n_bins
+        self._rate_st = 12.0 * math.log2(model.sample_rate / self.sr)
+        self._zb = np.zeros((rows, model.latent_dim), np.float32)
+        self._pb = np.zeros((rows, 1), np.float32)
+        self.vframes = np.zeros((rows, B), np.float32)
+        self.vmag = np.zeros((rows, B))
+        self.vscale = np.zeros(rows)
+        self.vhint = np.zeros((rows, B))
+        self._vpitch = np.zeros(rows)
+        self._vkey = None
+        self._pitch1 = PitchStage(B, 1, bin_ratio=1.0, n_fft=self.n_fft, sr_out=self.sr)
+        self._r1 = np.ones(1)
+        self._o1 = np.zeros(1)
+        self._bins_f = np.arange(B, dtype=np.float64)
+        self.harmonic = getattr(model, "decoder_kind", "") == "harmonic"
 
     def _move(self, src: int, dst: int) -> None:
         self.phase.move(src, dst)
@@ -147,7 +179,8 @@ class _Core:
         self.pitch.moves += 1
 
     # ------------------------------------------------------------------ per hop
-    def decode(self, smooth_c: float, stats: EngineStats) -> None:
+    def smooth_z(self, smooth_c: float) -> None:
+        """One step of the one-pole latent smoothing toward ``z_target``."""
         z = self.z
         d = self._dz
         np.subtract(self.z_target, z, out=d)
@@ -156,11 +189,22 @@ class _Core:
             z += d
         else:  # close enough: land exactly, so decoding stops while nothing moves
             z[:] = self.z_target
-        if np.array_equal(z, self._z_decoded):
+
+    def decode(self, smooth_c: float, stats: EngineStats, pitch: float | None = None) -> None:
+        """Smooth z and decode the one frame all voices share (format 1; a format-2 model
+        in the ``shift``/``off`` modes decodes it at ``pitch``)."""
+        self.smooth_z(smooth_c)
+        z = self.z
+        if np.array_equal(z, self._z_decoded) and (pitch is None or pitch == self.f0_asked):
             return
         self._z_decoded[:] = z
         np.clip(z, -1e6, 1e6, out=self._z_in[0])
-        self.model.decode(self._z_in, out=self.frame)
+        if pitch is None:
+            self.model.decode(self._z_in, out=self.frame)
+        else:
+            self.f0_asked = pitch
+            self._pb[0, 0] = pitch
+            self.model.decode_pitched(self._z_in, self._pb[:1], out=self.frame)
         stats.decodes += 1
         mag = self.mag
         mag[:] = self.frame[0]
@@ -198,22 +242,99 @@ class _Core:
                 ratio[i] = self.bin_ratio
                 offset[i] = shift_bins
 
+    def decode_voices(self, n: int, eng: "Engine", stats: EngineStats) -> None:
+        """Per-voice frames of a conditioned decoder into ``vmag[:n]`` (with ``vscale``,
+        ``vhint``): one batched decode at each voice's pitch; nothing is recomputed while
+        latent, pitches and voice rows stay the same."""
+        vb = self.voices
+        p = self._vpitch[:n]
+        for i in range(n):
+            p[i] = vb.voices[i].note
+        p += eng._bend
+        shift = eng._params["shift_bins"]
+        tuned = eng._pitch_mode == "tuned"
+        key = (self.z.tobytes(), p.tobytes(), n, self.pitch.moves, shift, tuned)
+        if key == self._vkey:
+            return
+        self._vkey = key
+        model = self.model
+        q = p + self._rate_st  # the pitch that sounds right at the output rate
+        c = np.clip(q, model.pitch_min, model.pitch_max)
+        np.clip(self.z, -1e6, 1e6, out=self._zb[0])
+        self._zb[1:n] = self._zb[0]
+        self._pb[:n, 0] = c
+        frames = self.vframes[:n]
+        model.decode_pitched(self._zb[:n], self._pb[:n], out=frames)
+        stats.decodes += 1
+        mag = self.vmag[:n]
+        mag[:] = frames
+        if not np.isfinite(mag).all():
+            np.nan_to_num(mag, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(mag, 0.0, 1e6, out=mag)
+        # loudness per voice, as decode() does for the shared frame
+        L = self.n_fft
+        energy = 2.0 * np.einsum("ij,ij->i", mag, mag) - mag[:, 0] ** 2 - mag[:, -1] ** 2
+        rms = np.sqrt(np.maximum(energy, 0.0) / (L * 0.375 * L))
+        rms_min = (4e-3 / L) / math.sqrt(2.0)
+        self.vscale[:n] = np.where(rms > 0.0, VOICE_RMS / np.maximum(rms, rms_min), 0.0)
+        # residual: semitones the decoded frame still has to move
+        resid = q - c
+        if tuned:
+            for i in range(n):
+                f = estimate_f0(mag[i], self.bin_hz_model, near=midi_to_hz(c[i]))
+                if f > 0.0:
+                    resid[i] += 12.0 * math.log2(midi_to_hz(c[i]) / f)
+        # exact lobe frequencies (output bins) where the partials sound: harmonics of p
+        f0o = np.array([midi_to_hz(v) for v in p]) * L / self.sr
+        bins = self._bins_f
+        hint = self.vhint[:n]
+        h = np.rint(bins[None, :] / f0o[:, None])
+        pos = h * f0o[:, None]
+        np.copyto(hint, np.where((h >= 1.0) & (np.abs(bins[None, :] - pos) <= 2.0), pos,
+                                 bins[None, :]))
+        for i in range(n):
+            if abs(resid[i]) < 1e-9 and shift == 0.0:
+                continue
+            st = self._pitch1
+            peaks = st.analyse(mag[i])
+            self._r1[0] = 2.0 ** (resid[i] / 12.0)
+            self._o1[0] = shift
+            moved = st.process(mag[i], peaks, self._r1, self._o1, 1)
+            mag[i] = moved[0]
+            if shift != 0.0 or not self.harmonic:
+                hint[i] = st.freq[0]
+
     def render_hop(self, eng: "Engine") -> np.ndarray:
         """Render the next hop of this core into ``self.out`` (float64)."""
         stats = eng.stats
-        self.decode(eng._smooth_c, stats)
+        per_voice = self.conditioned and eng._pitch_mode in ("transpose", "tuned")
+        if per_voice:
+            self.smooth_z(eng._smooth_c)
+        elif self.conditioned:  # shift/off: one frame decoded at the reference note
+            ref = min(max(eng._reference_note + self._rate_st, self.model.pitch_min),
+                      self.model.pitch_max)
+            self.decode(eng._smooth_c, stats, pitch=ref)
+        else:
+            self.decode(eng._smooth_c, stats)
+        self._per_voice_scale = per_voice
         vb = self.voices
         n = vb.step(self.hop_ms)
         out = self.out
         if n == 0:
             out[:] = 0.0
             return out
-        self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend, eng._params["shift_bins"])
-        pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
-                                     wrap=eng._params["shift_wrap"] >= 0.5)
+        if per_voice:
+            self.decode_voices(n, eng, stats)
+            pitched = self.vmag
+            hint = self.vhint if self.harmonic or eng._pitch_mode == "tuned" else None
+        else:
+            self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend,
+                           eng._params["shift_bins"])
+            pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
+                                         wrap=eng._params["shift_wrap"] >= 0.5)
+            hint = self.pitch.freq
         # new voices: start as if the frame had been held (full level at once;
         # the envelope attack is the declick)
-        hint = self.pitch.freq
         for i in range(n):
             v = vb.voices[i]
             if not v.primed:
@@ -222,7 +343,7 @@ class _Core:
                 self.ola.reset(i)
                 if self.n_prime:
                     sl = slice(i, i + 1)
-                    self.phase.prime(i, pitched[i], self.n_prime, hint[i])
+                    self.phase.prime(i, pitched[i], self.n_prime, None if hint is None else hint[i])
                     for _ in range(self.n_prime):
                         ph = self.phase.execute(pitched, rows=sl, advance=False, freq_hint=hint)
                         self._spectrum(ph, sl)
@@ -263,7 +384,11 @@ class _Core:
         re = self._re[rows]
         im = self._im[rows]
         m = self._m32[rows]
-        np.multiply(self.phase.out_mag[rows], self.scale, out=m, casting="same_kind")
+        if self.conditioned and self._per_voice_scale:
+            np.multiply(self.phase.out_mag[rows], self.vscale[rows, None], out=m,
+                        casting="same_kind")
+        else:
+            np.multiply(self.phase.out_mag[rows], self.scale, out=m, casting="same_kind")
         m *= self._sign32
         np.cos(p32, out=re)
         np.sin(p32, out=im)

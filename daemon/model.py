@@ -1,7 +1,8 @@
 """Decoder model: an ONNX ``decoder.onnx`` run with onnxruntime, validated metadata.
 
-The contract is ``docs/contracts.md``: input ``z`` float32 [batch, latent_dim],
-output float32 [batch, n_fft//2 + 1], configuration in ``metadata_props``.
+The contract is ``docs/contracts.md``: input ``z`` float32 [batch, latent_dim]
+(format 2 adds ``pitch`` float32 [batch, 1], a MIDI note number), output float32
+[batch, n_fft//2 + 1], configuration in ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ REQUIRED_KEYS = (
     "corpus",
     "validation_metrics",
 )
-SUPPORTED_FORMAT_VERSIONS = ("1",)
+SUPPORTED_FORMAT_VERSIONS = ("1", "2")
+# format 2 (pitch-conditioned decoder): keys required on top of REQUIRED_KEYS
+CONDITIONED_KEYS = ("conditioning", "pitch_unit", "pitch_min", "pitch_max", "decoder_kind")
+DECODER_KINDS = ("harmonic", "mlp")
 
 
 def _resolve(path) -> Path:
@@ -79,8 +83,16 @@ class DecoderModel:
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from exc
         raw = dict(self._session.get_modelmeta().custom_metadata_map)
         self.metadata = self._validate(raw)
-        self._input_name = self._session.get_inputs()[0].name
+        inputs = [i.name for i in self._session.get_inputs()]
+        if self.conditioned:
+            if sorted(inputs) != ["pitch", "z"]:
+                raise ModelError(f"{self.path}: a format-2 decoder takes inputs 'z' and 'pitch', "
+                                 f"this graph takes {inputs}; re-export the model")
+            self._input_name = "z"
+        else:
+            self._input_name = inputs[0]
         self._output_name = self._session.get_outputs()[0].name
+        self._bound_p = None
         # decode(out=...) writes straight into the caller's buffer (no result array, no copy)
         self._binding = self._session.io_binding()
         self._bound_out = None  # (data pointer, shape) of the bound output buffer
@@ -89,13 +101,21 @@ class DecoderModel:
         # warm-up: the first run allocates; do it before any audio stream opens. It also
         # checks the output width against n_fft, which would otherwise fail in render
         try:
-            frames = self.decode(np.tile(self.latent_default, (2, 1)))
+            z2 = np.tile(self.latent_default, (2, 1))
+            frames = (self.decode_pitched(z2, np.array([[self.pitch_min], [self.pitch_max]],
+                                                       np.float32))
+                      if self.conditioned else self.decode(z2))
         except Exception as exc:  # e.g. the graph's z width differs from latent_dim
             raise ModelError(
                 f"{self.path}: decoding latent_default failed (metadata latent_dim={self.latent_dim}, "
                 f"graph input {self._input_name} {self._session.get_inputs()[0].shape}): "
                 f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; re-export the model"
             ) from exc
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.float32:
+            raise ModelError(
+                f"{self.path}: decoder output must be float32, the graph gives "
+                f"{getattr(frames, 'dtype', type(frames).__name__)}; re-export the model"
+            )
         if frames.shape != (2, self.n_bins):
             raise ModelError(
                 f"{self.path}: decoder output has shape {list(frames.shape)} for a batch of 2; "
@@ -170,6 +190,32 @@ class DecoderModel:
             raise ModelError(
                 f"{self.path}: metadata reference_note={raw['reference_note']!r} must be a MIDI note 0..127"
             )
+        self.format_version = int(version)
+        self.conditioned = version == "2"
+        self.pitch_min, self.pitch_max = 0.0, 127.0
+        self.decoder_kind = "free"
+        if self.conditioned:
+            missing = [k for k in CONDITIONED_KEYS if k not in raw]
+            if missing:
+                raise ModelError(f"{self.path}: format-2 metadata is missing key(s) "
+                                 f"{', '.join(missing)}; re-export the model (docs/contracts.md)")
+            if meta["conditioning"] != "pitch" or meta["pitch_unit"] != "midi_note":
+                raise ModelError(f"{self.path}: metadata conditioning={raw['conditioning']!r}, "
+                                 f"pitch_unit={raw['pitch_unit']!r}; this runtime reads "
+                                 "conditioning 'pitch' in unit 'midi_note'")
+            try:
+                lo, hi = float(meta["pitch_min"]), float(meta["pitch_max"])
+            except (TypeError, ValueError):
+                lo = hi = float("nan")
+            if not (0.0 <= lo < hi <= 127.0):
+                raise ModelError(f"{self.path}: metadata pitch_min={raw['pitch_min']!r}, "
+                                 f"pitch_max={raw['pitch_max']!r} must be MIDI notes with "
+                                 "0 <= pitch_min < pitch_max <= 127")
+            self.pitch_min, self.pitch_max = lo, hi
+            if meta["decoder_kind"] not in DECODER_KINDS:
+                raise ModelError(f"{self.path}: metadata decoder_kind={raw['decoder_kind']!r} "
+                                 f"must be one of {', '.join(DECODER_KINDS)}")
+            self.decoder_kind = meta["decoder_kind"]
         return meta
 
     # ------------------------------------------------------------------ inference
@@ -206,6 +252,46 @@ class DecoderModel:
             self._session.run_with_iobinding(b)
             return out
         result = self._session.run([self._output_name], {self._input_name: z})[0]
+        if out is None:
+            return result
+        np.copyto(out, result)
+        return out
+
+    def decode_pitched(self, z, pitch, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode latents at pitches (format 2): ``z`` [batch, latent_dim], ``pitch``
+        [batch, 1] MIDI note numbers (float, inside ``pitch_min..pitch_max``).
+
+        Like :meth:`decode`, ``out`` [batch, n_bins] float32 C-contiguous is written in
+        place through an IO binding (``z`` and ``pitch`` bound once per buffer).
+        """
+        if not self.conditioned:
+            raise ModelError(f"{self.path}: this format-{self.format_version} decoder takes no pitch")
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        pitch = np.ascontiguousarray(pitch, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim or pitch.shape != (z.shape[0], 1):
+            raise ModelError(f"{self.path}: decode_pitched expects z [batch, {self.latent_dim}] and "
+                             f"pitch [batch, 1], got {z.shape} and {pitch.shape}")
+        if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+                and out.shape == (z.shape[0], self.n_bins)):
+            b = self._binding
+            ov = self._ort.OrtValue.ortvalue_from_numpy
+            key_z = (z.ctypes.data, z.shape)
+            if self._bound_z != key_z:
+                b.bind_ortvalue_input("z", ov(z))
+                self._bound_z = key_z
+                self._keep_z = z
+            key_p = (pitch.ctypes.data, pitch.shape)
+            if self._bound_p != key_p:
+                b.bind_ortvalue_input("pitch", ov(pitch))
+                self._bound_p = key_p
+                self._keep_p = pitch
+            key = (out.ctypes.data, out.shape)
+            if self._bound_out != key:
+                b.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+                self._bound_out = key
+            self._session.run_with_iobinding(b)
+            return out
+        result = self._session.run([self._output_name], {"z": z, "pitch": pitch})[0]
         if out is None:
             return result
         np.copyto(out, result)

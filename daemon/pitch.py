@@ -74,7 +74,7 @@ def _peak_positions_log(sl: np.ndarray, s0: np.ndarray, sr: np.ndarray, i: np.nd
 
 
 def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: float = 2000.0,
-                n_harmonics: int = 6) -> float:
+                n_harmonics: int = 6, near: float | None = None, near_cents: float = 100.0) -> float:
     """Fundamental frequency (Hz) of one magnitude frame, or 0.0 if none is found.
 
     ``mag`` is a linear magnitude frame [n_bins]; ``bin_hz`` the Hz per bin
@@ -87,7 +87,15 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     Refined by a weighted fit through the interpolated peaks of the harmonics
     present. On frames of the shipped model (often inharmonic mixtures) "the"
     f0 is ill-defined; this picks the strongest harmonic series.
+
+    ``near`` (Hz): the fundamental is known to lie within ``near_cents`` of it (a
+    pitch-conditioned decoder was asked for that pitch): the search is limited to that
+    interval and the octave check is skipped, so a frame with weak odd harmonics (or a
+    weak fundamental) cannot be read an octave off.
     """
+    if near is not None and near > 0.0:
+        fmin = near * 2.0 ** (-near_cents / 1200.0)
+        fmax = near * 2.0 ** (near_cents / 1200.0)
     mag = np.asarray(mag, dtype=np.float64)
     n = mag.shape[0]
     peak = float(mag.max()) if n else 0.0
@@ -110,7 +118,7 @@ def estimate_f0(mag: np.ndarray, bin_hz: float, *, fmin: float = 30.0, fmax: flo
     score = vals @ (0.84 ** (h - 1))
     k = int(np.argmax(score))
     c0 = float(grid[k])
-    for _ in range(3):  # octave check
+    for _ in range(0 if near else 3):  # octave check
         odd = vals[k, 0::2].sum()
         even = vals[k, 1::2].sum()
         if odd < 0.5 * even and 2.0 * c0 < c_hi:

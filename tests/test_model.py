@@ -59,11 +59,12 @@ def test_training_config_is_optional(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,needle", [
-    ("canne_format_version", "2", "canne_format_version"),
+    ("canne_format_version", "3", "canne_format_version"),
+    ("canne_format_version", "2", "format-2 metadata is missing key"),
     ("latent_min", [0.0, 1.0], "latent_min"),
     ("n_fft", "-5", "n_fft"),
     ("window", "hamming", "window"),
-], ids=["future-version", "short-latent-range", "negative-n_fft", "unknown-window"])
+], ids=["future-version", "format-2-without-conditioning", "short-latent-range", "negative-n_fft", "unknown-window"])
 def test_bad_metadata_values_are_refused(tmp_path, key, value, needle):
     path = build_harmonic_decoder(tmp_path / "m.onnx", extra_metadata={key: value})
     with pytest.raises(ModelError, match=needle):

@@ -22,6 +22,7 @@ from training.errors import ExportError, TrainingError
 from training.train import evaluate, load_checkpoint
 
 FORMAT_VERSION = 1
+CONDITIONED_FORMAT_VERSION = 2
 OPSET = 17
 REQUIRED_KEYS = ("canne_format_version", "sample_rate", "n_fft", "hop_length", "window",
                  "latent_dim", "latent_min", "latent_max", "latent_default", "reference_note",
@@ -98,11 +99,25 @@ def tuned_default_latent(model, z: np.ndarray, *, reference_note: int, sample_ra
     return [float(v) for v in zc[pick]], info
 
 
-def _export_graph(module, example, path: Path, in_name: str, out_name: str) -> None:
-    torch.onnx.export(module, (example,), str(path), input_names=[in_name],
-                      output_names=[out_name], dynamic_axes={in_name: {0: "batch"},
-                                                             out_name: {0: "batch"}},
+def _export_graph(module, example, path: Path, in_name, out_name: str) -> None:
+    examples = example if isinstance(example, tuple) else (example,)
+    names = list(in_name) if isinstance(in_name, (tuple, list)) else [in_name]
+    axes = {n: {0: "batch"} for n in names}
+    axes[out_name] = {0: "batch"}
+    torch.onnx.export(module, examples, str(path), input_names=names,
+                      output_names=[out_name], dynamic_axes=axes,
                       opset_version=OPSET, dynamo=False)
+
+
+def medoid_latent(z: np.ndarray, max_points: int = 4000, seed: int = 0) -> list[float]:
+    """The encoded training frame nearest the median latent, in units of the learned range
+    (a real sound, where the median itself may decode to a blend)."""
+    lo, hi = np.percentile(z, 1, axis=0), np.percentile(z, 99, axis=0)
+    med = np.median(z, axis=0)
+    rng = np.random.default_rng(seed)
+    zc = z[rng.choice(len(z), min(max_points, len(z)), replace=False)]
+    d = np.linalg.norm((zc - med) / np.maximum(hi - lo, 1e-6), axis=1)
+    return [float(v) for v in zc[int(np.argmin(d))]]
 
 
 def _set_metadata(path: Path, meta: dict) -> None:
@@ -124,7 +139,11 @@ def _parity(path: Path, in_name: str, x: np.ndarray, ref: np.ndarray) -> float:
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    y = sess.run(None, {in_name: x.astype(np.float32)})[0]
+    if isinstance(in_name, tuple):
+        feed = {n: v.astype(np.float32) for n, v in zip(in_name, x)}
+    else:
+        feed = {in_name: x.astype(np.float32)}
+    y = sess.run(None, feed)[0]
     if y.shape != ref.shape:
         raise ExportError(f"{path.name}: onnxruntime output shape {y.shape} != torch {ref.shape}")
     return float(np.max(np.abs(y - ref)))
@@ -156,24 +175,35 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     tr = corpus.split_index("train")
     if len(tr) > max_frames:
         tr = np.sort(rng.choice(tr, max_frames, replace=False))
+    from training.train import split_frames
+
+    cond = model.conditioned
+    if cond:
+        tr = tr[corpus.voiced[tr]]
     z = encode_frames(model, corpus.frames[tr])
     lat = latent_stats(z)
     reference_note = int(corpus.meta.get("reference_note", 60))
-    tuned, default_info = tuned_default_latent(model, z, reference_note=reference_note,
-                                               sample_rate=st.sample_rate, n_fft=st.n_fft,
-                                               seed=seed)
-    if tuned is not None:
-        lat["latent_default"] = tuned
-        default_info["kind"] = "clean frame at the reference note"
+    if cond:
+        lat["latent_default"] = medoid_latent(z, seed=seed)
+        default_info = {"kind": "encoded training frame nearest the median latent"}
     else:
-        default_info["kind"] = "median (no decoded frame at the reference note)"
-    val_frames = np.ascontiguousarray(corpus.frames[corpus.split_index("val")])
-    vm = evaluate(model, val_frames)
+        tuned, default_info = tuned_default_latent(model, z, reference_note=reference_note,
+                                                   sample_rate=st.sample_rate, n_fft=st.n_fft,
+                                                   seed=seed)
+        if tuned is not None:
+            lat["latent_default"] = tuned
+            default_info["kind"] = "clean frame at the reference note"
+        else:
+            default_info["kind"] = "median (no decoded frame at the reference note)"
+    va = split_frames(corpus, "val", cfg)
+    val_frames = np.ascontiguousarray(corpus.frames[va])
+    val_pitch = corpus.pitch[va] if cond else None
+    vm = evaluate(model, val_frames, pitch=val_pitch)
     vm = {k: round(float(v), 6) for k, v in vm.items()}
     vm.update({"split": "validation", "n_frames": int(len(val_frames)),
                "n_patches": len(corpus.meta["split"]["val"])})
     meta = {
-        "canne_format_version": str(FORMAT_VERSION),
+        "canne_format_version": str(CONDITIONED_FORMAT_VERSION if cond else FORMAT_VERSION),
         "sample_rate": str(st.sample_rate),
         "n_fft": str(st.n_fft),
         "hop_length": str(st.hop_length),
@@ -187,6 +217,12 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         "validation_metrics": json.dumps(vm),
         "training_config": json.dumps(resolved),
     }
+    if cond:
+        pv = corpus.pitch[tr]
+        meta.update({"conditioning": "pitch", "pitch_unit": "midi_note",
+                     "pitch_min": f"{float(np.floor(pv.min() * 100) / 100):.2f}",
+                     "pitch_max": f"{float(np.ceil(pv.max() * 100) / 100):.2f}",
+                     "decoder_kind": cfg.pitch_decoder})
 
     # parity inputs: encoded training latents plus points beyond the learned range
     zs = z[rng.choice(len(z), min(256, len(z)), replace=False)]
@@ -195,6 +231,9 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     z_wide = rng.uniform(lo - span, hi + span, size=(64, cfg.latent_dim)).astype(np.float32)
     z_test = np.concatenate([zs, z_wide]).astype(np.float32)
     x_test = val_frames[rng.choice(len(val_frames), min(256, len(val_frames)), replace=False)]
+    if cond:
+        p_test = rng.uniform(float(meta["pitch_min"]), float(meta["pitch_max"]),
+                             size=(len(z_test), 1)).astype(np.float32)
 
     model.eval()
     out = Path(out)
@@ -202,13 +241,20 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         td = Path(td)
         dec, enc = td / "decoder.onnx", td / "encoder.onnx"
         with torch.no_grad():
-            _export_graph(model.decoder, torch.as_tensor(z_test[:2]), dec, "z", "magnitude")
+            if cond:
+                _export_graph(model.decoder, (torch.as_tensor(z_test[:2]),
+                                              torch.as_tensor(p_test[:2])), dec, ("z", "pitch"),
+                              "magnitude")
+                ref_dec = model.decoder(torch.as_tensor(z_test), torch.as_tensor(p_test)).numpy()
+            else:
+                _export_graph(model.decoder, torch.as_tensor(z_test[:2]), dec, "z", "magnitude")
+                ref_dec = model.decoder(torch.as_tensor(z_test)).numpy()
             _export_graph(model.encoder, torch.as_tensor(x_test[:2]), enc, "magnitude", "z")
-            ref_dec = model.decoder(torch.as_tensor(z_test)).numpy()
             ref_enc = model.encoder(torch.as_tensor(x_test)).numpy()
         _set_metadata(dec, meta)
         _set_metadata(enc, meta)
-        d_dec = _parity(dec, "z", z_test, ref_dec)
+        d_dec = _parity(dec, ("z", "pitch") if cond else "z",
+                        (z_test, p_test) if cond else z_test, ref_dec)
         d_enc = _parity(enc, "magnitude", x_test, ref_enc)
         if not (d_dec <= tolerance and d_enc <= tolerance):
             raise ExportError(f"onnxruntime differs from torch by {max(d_dec, d_enc):.3g} "
@@ -221,7 +267,8 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
                                      "parity_max_abs_diff": {"decoder": d_dec, "encoder": d_enc},
                                      "opset": OPSET, "default_latent": default_info},
               "metadata": {k: (json.loads(v) if k in ("latent_min", "latent_max",
-                                                      "latent_default", "validation_metrics")
+                                                      "latent_default", "validation_metrics",
+                                                      "pitch_min", "pitch_max")
                                else v) for k, v in meta.items() if k != "training_config"}}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     return meta
