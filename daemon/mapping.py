@@ -43,6 +43,7 @@ __all__ = [
     "read_mapping_text",
     "MAX_MAPPING_BYTES",
     "MAX_NESTING",
+    "MAX_CONTROLS",
     "PARAMS",
     "ENCODERS",
     "TAKEOVER_MODES",
@@ -56,6 +57,7 @@ FORMAT_VERSION = 1
 # mapping is a few kB and 3 levels deep; anything far beyond is refused before parsing.
 MAX_MAPPING_BYTES = 1 << 20  # 1 MiB, checked with stat before the file is opened
 MAX_NESTING = 64  # lists/sections inside each other
+MAX_CONTROLS = 2048  # 128 CCs x 16 channels
 _MAX_NUMBER_CHARS = 64  # a number written with more characters is refused unparsed
 _MAX_PATH_CHARS = 1024  # a path in programs:
 ALL_CHANNELS = frozenset(range(16))
@@ -480,6 +482,8 @@ class _Ctx:
         """'all' / 'omni' / 'any', a channel 1..16, or a list of them -> mido channels 0..15."""
         allowed = "1..16, a list of them, or all"
         if isinstance(node, yaml.SequenceNode):
+            if len(node.value) > 16:
+                raise self.error(node, fieldname, f"a list of {len(node.value)} channels", None, allowed)
             chans = [self.integer(n, f"{fieldname}[{i}]", 1, 16, " (MIDI channels count from 1)")
                      for i, n in enumerate(node.value)]
             if not chans:
@@ -637,10 +641,10 @@ def _controls(ctx: _Ctx, item, info: _ModelInfo, channels, takeover) -> list:
     knode, node = item
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
         return []
-    out = []
-    for i, cnode in enumerate(ctx.sequence(node, "controls")):
-        out.append(_control(ctx, i, cnode, info, channels, takeover))
-    return out
+    items = ctx.sequence(node, "controls")
+    if len(items) > MAX_CONTROLS:
+        raise ctx.error(node, "controls", f"too many controls ({len(items)})", None, f"at most {MAX_CONTROLS}")
+    return [_control(ctx, i, cnode, info, channels, takeover) for i, cnode in enumerate(items)]
 
 
 def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeover) -> Control:
@@ -806,11 +810,14 @@ def _sustain(ctx: _Ctx, item, note_channels):
 
 def _check_conflicts(ctx: _Ctx, controls, sustain_cc, sustain_channels) -> None:
     """A 14-bit pair's LSB CC and the sustain CC cannot also drive another control."""
+    by_cc: dict = {}  # cc -> controls on it, in file order (one pass: no n x n scan)
+    for c in controls:
+        by_cc.setdefault(c.cc, []).append(c)
     for c in controls:
         if c.resolution != 14:
             continue
-        for other in controls:
-            if other.cc == c.lsb_cc and other.channels & c.channels:
+        for other in by_cc.get(c.lsb_cc, ()):
+            if other.channels & c.channels:
                 raise MappingError(
                     f"{ctx.source}:{other.line}: controls[{other.index}].cc: CC {other.cc} is the LSB of the "
                     f"14-bit pair on CC {c.cc} (controls[{c.index}], line {c.line}); use another CC"

@@ -123,6 +123,7 @@ NAMED = {
     "nan-range": "controls:\n  - {cc: 1, neuron: 0, range: [.nan, 1]}\n",
     "inf-bend": "pitch_bend: .inf\n",
     "float-overflow": "pitch_bend: 1e999\n",
+    "channel-list-300": "channel: [" + ", ".join(["1"] * 300) + "]\n",
     "huge-list": "controls: [" + ", ".join(["{cc: 1, neuron: 0}"] * 5000) + "]\n",
     "long-label": "controls:\n  - {cc: 1, neuron: 0, label: '" + "x" * 100000 + "'}\n",
     "long-key": "x" * 100000 + ": 1\n",
@@ -131,7 +132,7 @@ NAMED = {
     "valid-tagged": "version: !!int 1\nname: !!str 12\ncontrols:\n  - {cc: !!int 1, neuron: 0, invert: !!bool true}\n",
 }
 
-NAMED_VALID = {"huge-list", "long-label", "bom", "valid-tagged"}
+NAMED_VALID = {"long-label", "bom", "valid-tagged"}
 
 
 def test_named_cases_are_refused_or_loaded_cleanly(model, tmp_path):
@@ -164,6 +165,8 @@ NAMED_MESSAGES = [
     (NAMED["program-path-nul"], "fuzz.yaml:2: programs.1.mapping: the text contains a NUL character"),
     (NAMED["program-path-dev-zero"], "fuzz.yaml:2: programs.1.mapping: not a regular file"),
     (NAMED["program-path-component-300"], "fuzz.yaml:2: programs.1.mapping: no such file"),
+    (NAMED["huge-list"], "fuzz.yaml:1: controls: too many controls (5000); allowed: at most 2048"),
+    (NAMED["channel-list-300"], "fuzz.yaml:1: channel: a list of 300 channels; allowed: 1..16"),
 ]
 
 
