@@ -16,9 +16,10 @@ EXIT_CONFIG = 2
 def add_render_parser(sub) -> None:
     from daemon import render
 
-    p = sub.add_parser("render", parents=[_log_parent()], help="render a MIDI file to WAV through the engine",
+    p = sub.add_parser("render", parents=[_log_parent()], help="render a MIDI file to WAV/FLAC through the engine",
                        description="Play a MIDI file (notes, CC automation, pitch bend, sustain, program "
-                                   "changes) through the same engine and mapping as 'canne run'; write a WAV.")
+                                   "changes) through the same engine and mapping as 'canne run', to the end "
+                                   "of the file; write WAV, FLAC, OGG or AIFF (by the extension of -o).")
     render.add_arguments(p)
     p.set_defaults(func=cmd_render)
 

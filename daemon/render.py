@@ -6,12 +6,23 @@ the mapping. Events take effect at the engine's next hop boundary, exactly as li
 (so timing is quantised to one hop, ~21 ms at 1024/48 kHz). Rendering is
 deterministic (``--seed``) and runs faster than real time; a progress bar is shown
 for long files when stderr is a terminal.
+
+Length: exactly to the end of the MIDI file (its last event, the end-of-track marker
+included, with the tempo map applied), so stems rendered from one arrangement line up
+sample for sample; ``--tail SECONDS`` adds that much after the end for the releases.
+
+Output: the format follows the extension of ``-o`` (``.wav``, ``.flac``, ``.ogg``,
+``.aif``/``.aiff``), mono or ``--channels 2`` (the same signal on both). The output path
+is checked before anything is rendered. WAV is written with soundfile when it is
+installed (a runtime dependency; ``pcm24`` needs it), else with scipy; the other
+formats need soundfile.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +31,8 @@ import numpy as np
 from daemon import paths
 from daemon.errors import CanneError
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_MAPPING", "render_midi", "write_wav", "add_arguments", "run", "main"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MAPPING", "OUTPUT_FORMATS", "render_midi", "check_output", "write_audio",
+           "write_wav", "add_arguments", "run", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +54,9 @@ def _progress(total: int, enabled: bool):
 
 
 def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None, seed: int = 0,
-                lookahead: int = 0, tail_s: float = 10.0, progress: bool = False,
+                lookahead: int = 0, tail_s: float = 0.0, progress: bool = False,
                 polyphony: int | None = None) -> np.ndarray:
-    """Render a MIDI file to a float32 mono signal.
+    """Render a MIDI file to a float32 mono signal, exactly to the file's end (+ ``tail_s``).
 
     Parameters
     ----------
@@ -55,12 +67,12 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         YAML mapping (``daemon.mapping.load_mapping``); None: notes, pitch bend
         and sustain only, with the model's defaults.
     tail_s : float
-        After the last event, keep rendering until every voice has finished
-        (release), at most this many seconds.
+        Seconds rendered after the end of the file (for releases); 0 = the file's
+        length exactly.
 
     Returns
     -------
-    ndarray [samples] float32 in [-1, 1].
+    ndarray [round((file length + tail_s) * sample_rate)] float32 in [-1, 1].
     """
     from daemon.engine import Engine
     from daemon.mapper import Mapper
@@ -85,68 +97,143 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         t += msg.time
         if not msg.is_meta:
             events.append((t, msg))
-    duration = events[-1][0] if events else 0.0
     sr = int(sample_rate)
+    # The file ends with its last message, meta events (end of track) included.
+    end = int(round((t + max(0.0, float(tail_s))) * sr))
     hop = engine.hop_length
     chunks = []
     pos = 0
-    bar = _progress(duration, progress)
+    bar = _progress(end / sr, progress)
+
+    def advance(target: int) -> None:
+        nonlocal pos
+        while pos < target:
+            n = min(target - pos, 64 * hop)
+            chunks.append(engine.render(n))
+            if bar is not None:
+                bar.update(n / sr)
+            pos += n
+
     try:
         for when, msg in events:
-            target = int(round(when * sr))
-            if target > pos:
-                chunks.append(engine.render(target - pos))
-                if bar is not None:
-                    bar.update((target - pos) / sr)
-                pos = target
+            advance(min(int(round(when * sr)), end))
             mapper.handle(msg)
-        # tail: until all voices are released and silent, plus one window
-        limit = pos + int(tail_s * sr)
-        while pos < limit:
-            chunks.append(engine.render(hop))
-            pos += hop
-            if engine.idle:
-                chunks.append(engine.render(engine.model.n_fft))
-                break
+        advance(end)
     finally:
         if bar is not None:
             bar.close()
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
-def write_wav(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:
-    """Write mono ``audio`` (float, [-1, 1]) as 16-bit PCM or 32-bit float WAV."""
-    from scipy.io import wavfile
+#: Extension -> (soundfile container, sample formats it can hold: --format -> soundfile subtype).
+OUTPUT_FORMATS = {
+    ".wav": ("WAV", {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}),
+    ".flac": ("FLAC", {"pcm16": "PCM_16", "pcm24": "PCM_24"}),
+    ".ogg": ("OGG", {"pcm16": "VORBIS", "pcm24": "VORBIS", "float": "VORBIS"}),  # lossy, any --format
+    ".aif": ("AIFF", {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}),
+    ".aiff": ("AIFF", {"pcm16": "PCM_16", "pcm24": "PCM_24", "float": "FLOAT"}),
+}
 
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise CanneError(f"output folder does not exist: {path.parent} (create it or choose another -o)")
+
+def _soundfile():
+    try:
+        import soundfile
+    except (ImportError, OSError):  # not installed, or libsndfile missing
+        return None
+    return soundfile
+
+
+def check_output(path, fmt: str = "pcm16", channels: int = 1) -> Path:
+    """Check ``-o`` before rendering: known extension, format it can hold, a writable place.
+
+    Raises :class:`CanneError` (one line, with the fix).
+    """
+    path = Path(path).expanduser()
+    ext = path.suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        known = ", ".join(OUTPUT_FORMATS)
+        raise CanneError(f"-o {path}: the extension picks the format; use one of {known}")
+    container, subtypes = OUTPUT_FORMATS[ext]
+    if fmt not in subtypes:
+        raise CanneError(f"--format {fmt} cannot be stored in {container}; use "
+                         f"{' or '.join(subtypes)} (or a .wav file)")
+    if channels not in (1, 2):
+        raise CanneError(f"--channels {channels}: use 1 or 2")
+    needs_sf = ext != ".wav" or fmt == "pcm24"
+    if needs_sf and _soundfile() is None:
+        raise CanneError(f"-o {path}: writing {container}{' 24-bit' if fmt == 'pcm24' else ''} needs the "
+                         "soundfile package (pip install soundfile); .wav with pcm16 or float works without it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CanneError(f"output folder does not exist: {parent} (create it or choose another -o)")
+    if path.is_dir():
+        raise CanneError(f"-o {path} is a folder; give a file name, e.g. {path / 'song.wav'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CanneError(f"-o {path}: the file exists and is not writable")
+    if not path.exists() and not os.access(parent, os.W_OK):
+        raise CanneError(f"output folder {parent} is not writable (choose another -o)")
+    return path
+
+
+def write_audio(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16", channels: int = 1) -> None:
+    """Write mono ``audio`` (float, [-1, 1]) in the format of ``path``'s extension.
+
+    ``channels`` 2 writes the same signal to both channels. Call :func:`check_output`
+    first (``run`` does, before rendering).
+    """
+    path = check_output(path, fmt, channels)
     audio = np.clip(np.nan_to_num(np.asarray(audio, np.float32)), -1.0, 1.0)
-    if fmt == "float":
-        data = audio.astype(np.float32)
-    elif fmt == "pcm16":
+    if channels == 2:
+        audio = np.repeat(audio[:, None], 2, axis=1)
+    container, subtypes = OUTPUT_FORMATS[path.suffix.lower()]
+    # Quantise here, the same way for every writer and container (libsndfile's own
+    # float-to-integer conversion differs between WAV and FLAC by one step).
+    if fmt == "pcm16" and subtypes[fmt] != "VORBIS":
         data = np.round(audio * 32767.0).astype(np.int16)
+    elif fmt == "pcm24" and subtypes[fmt] != "VORBIS":
+        data = np.round(audio * 8388607.0).astype(np.int32) << 8  # 24 bits, left-aligned in int32
     else:
-        raise CanneError(f"--format {fmt!r}: use pcm16 or float")
-    wavfile.write(str(path), int(sample_rate), data)
+        data = audio
+    sf = _soundfile()
+    try:
+        if sf is not None:
+            sf.write(str(path), data, int(sample_rate), subtype=subtypes[fmt], format=container)
+            return
+        from scipy.io import wavfile
+
+        wavfile.write(str(path), int(sample_rate), data)
+    except (OSError, RuntimeError) as exc:  # disk full, permission changed meanwhile...
+        raise CanneError(f"cannot write {path}: {exc}") from None
+
+
+def write_wav(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:
+    """Write mono ``audio`` as WAV (kept for callers of the old name; see :func:`write_audio`)."""
+    if Path(path).suffix.lower() != ".wav":
+        raise CanneError(f"{path}: write_wav writes .wav files; use write_audio for other formats")
+    write_audio(path, audio, sample_rate, fmt, 1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("midi", metavar="SONG.mid", help="MIDI file to play")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="WAV file to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.wav",
+                   help="file to write; the extension picks the format: .wav, .flac, .ogg, .aif/.aiff")
     p.add_argument("--model", default=None, metavar="DIR|NAME",
                    help="model folder, decoder.onnx or name (default: 'default': yours, else the shipped one)")
     p.add_argument("--mapping", default=None, metavar="YAML|NAME",
                    help="knob mapping file or name; '' for notes/bend/sustain only "
                         "(default: 'default': yours, else the shipped one)")
     p.add_argument("--sample-rate", type=int, default=48000, metavar="HZ", help="output rate (default: %(default)s)")
-    p.add_argument("--format", choices=["pcm16", "float"], default="pcm16", help="WAV sample format")
+    p.add_argument("--format", choices=["pcm16", "pcm24", "float"], default="pcm16",
+                   help="sample format: 16- or 24-bit integer, or 32-bit float (WAV, AIFF) (default: %(default)s)")
+    p.add_argument("--channels", type=int, choices=[1, 2], default=1,
+                   help="1 = mono; 2 = the same signal on both channels (default: %(default)s)")
     p.add_argument("--lookahead", type=int, choices=[0, 1], default=0,
                    help="phase lookahead: 1 = better phase, one hop more latency (default: 0, as live)")
     p.add_argument("--polyphony", type=int, default=None, metavar="N", help="voices (default: the mapping's)")
     p.add_argument("--seed", type=int, default=0, help="random-phase seed (default: %(default)s)")
-    p.add_argument("--tail", type=float, default=10.0, metavar="SECONDS",
-                   help="longest release tail after the last event (default: %(default)s)")
+    p.add_argument("--tail", type=float, default=0.0, metavar="SECONDS",
+                   help="render this long after the end of the MIDI file, for releases (default: %(default)s: "
+                        "the file's length exactly, so stems line up)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -157,6 +244,9 @@ def run(args) -> int:
 
     if not 8000 <= args.sample_rate <= 384000:
         raise CanneError(f"--sample-rate {args.sample_rate}: must be 8000..384000 Hz")
+    if not 0.0 <= args.tail <= 600.0:
+        raise CanneError(f"--tail {args.tail}: must be 0..600 seconds")
+    check_output(args.output, args.format, args.channels)  # before any rendering
     model = DecoderModel(paths.find_model(args.model) if args.model else paths.default_model())
     if args.mapping is None:
         mapping = paths.default_mapping()
@@ -167,11 +257,11 @@ def run(args) -> int:
                         seed=args.seed, lookahead=args.lookahead, tail_s=args.tail,
                         progress=not args.no_progress and sys.stderr.isatty(), polyphony=args.polyphony)
     elapsed = time.perf_counter() - t0
-    write_wav(args.output, audio, args.sample_rate, args.format)
+    write_audio(args.output, audio, args.sample_rate, args.format, args.channels)
     dur = len(audio) / args.sample_rate
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
-    print(f"wrote {args.output}: {dur:.2f} s at {args.sample_rate} Hz, peak {peak_db:.1f} dBFS, "
+    print(f"wrote {args.output}: {dur:.2f} s at {args.sample_rate} Hz, {args.channels} ch, peak {peak_db:.1f} dBFS, "
           f"rendered in {elapsed:.2f} s ({dur / max(elapsed, 1e-9):.1f}x real time)")
     return 0
 

@@ -24,7 +24,7 @@ def model_dir(tmp_path_factory):
     return d
 
 
-def _song(path: Path, *, cc_sweep: bool = False, bend: bool = False) -> Path:
+def _song(path: Path, *, cc_sweep: bool = False, bend: bool = False, end_ticks: int | None = None) -> Path:
     """A4 for 1 s (optionally a CC22 sweep / pitch bend), then a C major triad held by the pedal."""
     mf = mido.MidiFile(ticks_per_beat=480)
     tr = mido.MidiTrack()
@@ -46,7 +46,9 @@ def _song(path: Path, *, cc_sweep: bool = False, bend: bool = False) -> Path:
     tr.append(mido.Message("control_change", control=64, value=127, time=240))
     for n in (60, 64, 67):
         tr.append(mido.Message("note_off", note=n, velocity=0, time=0))
-    tr.append(mido.Message("control_change", control=64, value=0, time=720))
+    tr.append(mido.Message("control_change", control=64, value=0, time=720))  # at 2.0 s
+    if end_ticks is not None:  # the end of the song, as a DAW writes it (bar end), after the last event
+        tr.append(mido.MetaMessage("end_of_track", time=end_ticks))
     mf.save(str(path))
     return path
 
@@ -67,12 +69,12 @@ def test_render_pitch_level_and_silent_end(tmp_path, model_dir):
     song = _song(tmp_path / "song.mid")
     out = tmp_path / "out.wav"
     r = _render([str(song), "-o", str(out), "--model", str(model_dir), "--mapping", str(DEFAULT_MAPPING),
-                 "--sample-rate", "48000"])
+                 "--sample-rate", "48000", "--tail", "1"])
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout
     sr, y = _read(out)
     assert sr == 48000 and y.ndim == 1
-    assert 2.0 * sr < y.size < 6.0 * sr
+    assert y.size == 3 * sr  # the file's 2.0 s + the 1 s tail asked for
     a4 = y[int(0.3 * sr):int(0.95 * sr)]
     assert abs(cents(measure_f0(a4, sr, 440.0, search=0.05), 440.0)) <= 5.0
     assert -30.0 < rms_dbfs(a4) < -15.0  # -20 dBFS per voice at full velocity, velocity 100, sustain 0.8
@@ -166,3 +168,56 @@ def test_polyphony_option_overrides_the_mapping(tmp_path, model_dir, polyphony, 
             assert level[n] > -12.0, level
         else:
             assert level[n] < -40.0, level
+
+
+# -- length, format, channels, the output checked first --------------------------------------
+@pytest.mark.parametrize("end_ticks, tail, seconds", [(0, 0, 2.0), (1920, 0, 4.0), (1920, 0.5, 4.5)],
+                         ids=["ends-at-last-event", "ends-at-bar-end-after-it", "tail-after-the-end"])
+def test_render_lasts_exactly_to_the_end_of_the_file(tmp_path, model_dir, end_ticks, tail, seconds):
+    """Stems line up: the length is the MIDI file's (end-of-track included), not the last release."""
+    song = _song(tmp_path / "song.mid", end_ticks=end_ticks)
+    assert mido.MidiFile(str(song)).length == pytest.approx(seconds - tail)
+    out = tmp_path / "out.wav"
+    r = _render([str(song), "-o", str(out), "--model", str(model_dir), "--mapping", "", "--tail", str(tail)])
+    assert r.returncode == 0, r.stderr
+    sr, y = _read(out)
+    assert y.size == round(seconds * sr)
+    if end_ticks:  # everything released well before the end: silence there, not cut sound
+        assert np.max(np.abs(y[-sr // 2:])) < 2.0 / 32767
+
+
+def test_flac_and_two_channels_by_extension(tmp_path, model_dir):
+    soundfile = pytest.importorskip("soundfile")
+    song = _song(tmp_path / "song.mid")
+    wav, flac = tmp_path / "a.wav", tmp_path / "a.flac"
+    for out, extra in ((wav, []), (flac, ["--channels", "2"])):
+        r = _render([str(song), "-o", str(out), "--model", str(model_dir), "--mapping", "", *extra])
+        assert r.returncode == 0, r.stderr
+    info = soundfile.info(str(flac))
+    assert (info.format, info.subtype, info.channels, info.samplerate) == ("FLAC", "PCM_16", 2, 48000)
+    stereo, _ = soundfile.read(str(flac))
+    mono, _ = soundfile.read(str(wav))
+    assert stereo.shape == (mono.size, 2)
+    np.testing.assert_array_equal(stereo[:, 0], stereo[:, 1])
+    np.testing.assert_array_equal(stereo[:, 0], mono)  # the same render, losslessly
+    assert soundfile.info(str(wav)).format == "WAV"
+
+
+@pytest.mark.parametrize(
+    "output, extra, needle",
+    [
+        pytest.param("no_such_dir/o.wav", [], "output folder does not exist", id="missing-folder"),
+        pytest.param("o.mp4", [], "extension picks the format", id="unknown-extension"),
+        pytest.param("o", [], "extension picks the format", id="no-extension"),
+        pytest.param("o.flac", ["--format", "float"], "cannot be stored in FLAC", id="float-flac"),
+        pytest.param(".", [], "extension", id="a-folder"),
+    ],
+)
+def test_output_is_checked_before_anything_is_loaded_or_rendered(tmp_path, output, extra, needle):
+    """The model given does not exist: the error must still be about -o, i.e. checked first."""
+    song = _song(tmp_path / "song.mid")
+    r = _render([str(song), "-o", str(tmp_path / output), "--model", str(tmp_path / "no_model"), *extra])
+    assert r.returncode == 2
+    errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and needle in errors[0], r.stderr
+    assert not list(tmp_path.glob("o*"))
