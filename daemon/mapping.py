@@ -498,10 +498,17 @@ class _Ctx:
 
 
 # --------------------------------------------------------------------------- loading
+def _mapping_path(path) -> Path:
+    try:
+        return Path(path).expanduser()
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: no home folder for '~'
+        raise MappingError(f"{short_path(path)}: not a usable mapping path: {exc}") from None
+
+
 def read_mapping_text(path) -> str:
     """The text of a mapping file, through the guarded path (regular file, at most
     ``MAX_MAPPING_BYTES``, UTF-8), or ``MappingError`` with one line."""
-    p = Path(path).expanduser() if not isinstance(path, Path) else path.expanduser()
+    p = _mapping_path(path)
     data = read_input_file(p, limit=MAX_MAPPING_BYTES, what="mapping file", error=MappingError,
                            not_found_hint="pass an existing .yaml file (see mappings/)")
     try:
@@ -533,10 +540,7 @@ def load_mapping(path, model) -> Mapping:
     MappingError
         One line naming file, line, field, value and the allowed values.
     """
-    try:
-        p = Path(path).expanduser()
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise MappingError(f"{short_path(path)}: not a usable mapping path: {exc}") from None
+    p = _mapping_path(path)
     return load_mapping_text(read_mapping_text(p), model, source=short_path(p), path=p)
 
 
@@ -577,7 +581,7 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
         root = _compose(text)
     except _TooDeep as exc:
         raise MappingError(f"{source}:{exc.mark.line + 1}: nested more than {MAX_NESTING} levels deep; "
-                           "a mapping needs 3 or 4") from None
+                           "a mapping needs at most 4") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
