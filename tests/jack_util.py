@@ -9,6 +9,7 @@ are created one at a time; every wait polls with a generous deadline.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -26,6 +27,49 @@ RATE = 48000
 PERIOD = 256
 #: The instrument's JACK audio client (daemon.audio_output.JACK_CLIENT_NAME).
 INSTRUMENT_CLIENT = "CANNe-audio"
+
+
+# -- processes the helpers start: never left behind ------------------------------------------
+_LIVE: list[subprocess.Popen] = []
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: the child gets SIGKILL when the test process dies, even by a crash or SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(args, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` for a helper process (jackd, the daemon): registered so that
+    :func:`kill_all` (run at exit and at the end of the test session) ends it, and on
+    Linux killed by the kernel if this process dies first."""
+    if sys.platform.startswith("linux"):
+        kwargs.setdefault("preexec_fn", _die_with_parent)
+    proc = subprocess.Popen(args, **kwargs)
+    _LIVE.append(proc)
+    return proc
+
+
+def kill_all() -> list[int]:
+    """SIGKILL every helper process still running; returns their pids."""
+    killed = []
+    while _LIVE:
+        proc = _LIVE.pop()
+        if proc.poll() is None:
+            try:
+                proc.kill()
+                proc.wait(5)
+            except Exception:
+                pass
+            killed.append(proc.pid)
+    return killed
+
+
+atexit.register(kill_all)
 
 
 def jackd_path() -> str | None:
@@ -65,7 +109,7 @@ class JackServer:
         if self._probe():
             raise RuntimeError(f"a JACK server named {self.name!r} is already running; stop it first")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [jackd_path() or "jackd", "-n", self.name, "--no-realtime", "-d", "dummy",
              "-r", str(self.rate), "-p", str(self.period)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -77,10 +121,14 @@ class JackServer:
                 raise RuntimeError(f"jackd exited with {self.proc.returncode}; see {self.log_path}")
             return self._probe()
 
-        wait_for(ready, timeout, 0.1, f"jackd server {self.name!r}")
-        time.sleep(0.2)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"jackd exited with {self.proc.returncode}; see {self.log_path}")
+        try:
+            wait_for(ready, timeout, 0.1, f"jackd server {self.name!r}")
+            time.sleep(0.2)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jackd exited with {self.proc.returncode}; see {self.log_path}")
+        except BaseException:
+            self.stop()  # a server that did not come up is not left running
+            raise
 
     def _probe(self) -> bool:
         # A short-lived client in a subprocess, so that a failed connect leaves no state here.
@@ -116,11 +164,11 @@ def jack_server_env(prefix: str, log_dir: Path):
     if jackd_path() is None:
         pytest.skip("jackd is not installed (tests/run.sh installs jackd2)")
     srv = JackServer(f"{prefix}-{os.getpid()}", log_dir=log_dir)
-    srv.start()
     mp = pytest.MonkeyPatch()
-    for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
-        mp.setenv(key, srv.env[key])
     try:
+        srv.start()
+        for key in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER"):
+            mp.setenv(key, srv.env[key])
         yield srv
     finally:
         mp.undo()
@@ -199,9 +247,13 @@ class Recorder:
         return ports
 
     def close(self) -> None:
+        """Deactivate and close the client; safe to call twice."""
+        client, self.client = self.client, None
+        if client is None:
+            return
         try:
-            self.client.deactivate()
-            self.client.close()
+            client.deactivate()
+            client.close()
         except Exception:
             pass
 
@@ -232,10 +284,25 @@ class MidiSender:
     def cc(self, control: int, value: int, channel: int = 0) -> None:
         self.send(0xB0 | channel, control, value)
 
+    @property
+    def closed(self) -> bool:
+        return self.out is None
+
     def close(self) -> None:
+        """Close the port and free the rtmidi object; safe to call twice.
+
+        (``delete()`` frees the C++ object: calling ``close_port()`` on it again — a
+        failing test closing its sender, then the fixture teardown — segfaulted.)
+        """
+        out, self.out = self.out, None
+        if out is None:
+            return
         try:
-            self.out.close_port()
-            self.out.delete()
+            out.close_port()
+        except Exception:
+            pass
+        try:
+            out.delete()
         except Exception:
             pass
 
@@ -246,7 +313,7 @@ class Daemon:
     def __init__(self, args: list[str], *, env: dict, cwd: Path | None = None):
         self.args = args
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "daemon.cli", *args], env=env, cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )

@@ -211,11 +211,29 @@ def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path
             line = proc.stderr.readline()
             assert line, "canne learn exited before listening"
         assert "canne-learn-ctl:out" in line
-        sender.send(0xF8)  # clock is ignored
-        sender.note_on(60, 100)  # notes too
-        for cc, value in sends:
-            sender.cc(cc, value)
-            wait_for(lambda: True, 0.1)
+        # A JACK connection takes effect a process cycle or more after it is made (more
+        # under load): messages sent before are lost. Wait until the graph shows learn's
+        # connection, then a little more; and repeat the gesture until learn has what it
+        # needs (as a performer would move the knob again).
+        import jack
+
+        probe = jack.Client("learn-probe", no_start_server=True, servername=server.name)
+        try:
+            wait_for(lambda: probe.get_all_connections(sender.port_name), 20, 0.02, "learn's MIDI connection")
+        finally:
+            probe.close()
+        time.sleep(0.2)
+        for _ in range(15):
+            sender.send(0xF8)  # clock is ignored
+            sender.note_on(60, 100)  # notes too
+            for cc, value in sends:
+                sender.cc(cc, value)
+                time.sleep(0.02)
+            try:
+                proc.wait(timeout=2.0)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
