@@ -4,12 +4,19 @@
     canne-train train  --corpus cache/fluidr3-one-octave --out runs/default
     canne-train export --run runs/default --out models/default
     canne-train report --run runs/default
+
+The ``train`` defaults are the shipped model's recipe (``models/README.md``): a
+1000-256-64 encoder and 64-256-1024 decoder, no feature append, up to 400 epochs with
+learning-rate decay 0.985 and early stopping after 20 epochs without validation
+improvement, seed 0, on every core this process may use. ``--encoder-widths thesis``
+(and ``--decoder-widths thesis``) give the thesis's deeper network.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from daemon.errors import CanneError
@@ -34,9 +41,30 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
+#: The shipped model's recipe (models/README.md, "Reproduce"): the train subcommand's defaults.
+RECIPE_ENCODER = (1000, 256, 64)
+RECIPE_DECODER = (64, 256, 1024)
+RECIPE = {"epochs": 400, "patience": 20, "lr_decay": 0.985, "append": "none", "seed": 0}
+
+
+def _widths(text: str) -> list[int] | str:
+    """'1000,256,64' -> [1000, 256, 64]; 'thesis' -> the thesis's seven halvings."""
+    if text.strip().lower() == "thesis":
+        return "thesis"
+    return _int_list(text)
+
+
+def all_cores() -> int:
+    """CPUs this process may run on (affinity and container limits included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _parser() -> argparse.ArgumentParser:
     from training.corpus import SOURCES
-    from training.model import ACTIVATIONS, APPEND_OPTIONS
+    from training.model import ACTIVATIONS, APPEND_OPTIONS, THESIS_DECODER, THESIS_ENCODER
     from training.scales import SCALES
     from training.stft import PROFILES
     from training.train import LOSSES
@@ -45,9 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("corpus", help="render or read audio into normalised STFT frames")
-    c.add_argument("--source", choices=SOURCES, default="soundfont")
+    c.add_argument("--source", choices=SOURCES, default=None,
+                   help="folder: your recordings (--input); soundfont: render GM programs with FluidSynth; "
+                        "synth: built-in test tones (default: folder when --input is given, else soundfont)")
     c.add_argument("--out", required=True, help="corpus directory to write (e.g. cache/mine)")
-    c.add_argument("--input", help="folder (or file) of recordings for --source folder")
+    c.add_argument("--input", help="folder (or file) of recordings; implies --source folder")
     c.add_argument("--soundfont", help="SF2 file (default: FluidR3_GM, else TimGM6mb)")
     c.add_argument("--scale", choices=sorted(SCALES), default="one-octave")
     c.add_argument("--programs", type=_int_list, help="GM programs, e.g. 0-127 (default all)")
@@ -70,17 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an autoencoder on a corpus")
     t.add_argument("--corpus", required=True)
     t.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
-    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--epochs", type=int, default=RECIPE["epochs"],
+                   help="most epochs (default: %(default)s; early stopping usually ends sooner)")
     t.add_argument("--batch-size", type=int, default=200)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-decay", type=float, default=1.0, help="learning-rate factor per epoch")
+    t.add_argument("--lr-decay", type=float, default=RECIPE["lr_decay"],
+                   help="learning-rate factor per epoch (default: %(default)s)")
     t.add_argument("--l2", type=float, default=1e-10, help="lambda of the ||theta||^2 term")
     t.add_argument("--loss", choices=LOSSES, default="sc_mse")
     t.add_argument("--log-weight", type=float, default=0.0,
                    help="weight of an added log-magnitude L1 term (0: off)")
-    t.add_argument("--append", choices=APPEND_OPTIONS, default="none")
-    t.add_argument("--encoder-widths", type=_int_list, default=None)
-    t.add_argument("--decoder-widths", type=_int_list, default=None)
+    t.add_argument("--append", choices=APPEND_OPTIONS, default=RECIPE["append"])
+    t.add_argument("--encoder-widths", type=_widths, default=list(RECIPE_ENCODER), metavar="W,W,..|thesis",
+                   help="hidden layer widths (default: %s; 'thesis': %s)"
+                        % (",".join(map(str, RECIPE_ENCODER)), ",".join(map(str, THESIS_ENCODER))))
+    t.add_argument("--decoder-widths", type=_widths, default=list(RECIPE_DECODER), metavar="W,W,..|thesis",
+                   help="hidden layer widths (default: %s; 'thesis': %s)"
+                        % (",".join(map(str, RECIPE_DECODER)), ",".join(map(str, THESIS_DECODER))))
     t.add_argument("--latent-dim", type=int, default=8)
     t.add_argument("--no-bias", action="store_true")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu")
@@ -98,10 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epoch-frames", type=int, default=0,
                    help="frames drawn afresh for each epoch (0: the whole training split)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--patience", type=int, default=0, help="early stop after N epochs without "
-                   "validation improvement (0: off)")
+    t.add_argument("--threads", type=int, default=all_cores(),
+                   help="torch CPU threads (default: all cores here, %(default)s)")
+    t.add_argument("--seed", type=int, default=RECIPE["seed"])
+    t.add_argument("--patience", type=int, default=RECIPE["patience"], help="early stop after N epochs without "
+                   "validation improvement (0: off; default: %(default)s)")
     t.add_argument("--max-minutes", type=float, default=0.0, help="stop before this budget (0: off)")
     t.add_argument("--no-progress", action="store_true")
 
@@ -125,10 +162,11 @@ def _run(args: argparse.Namespace) -> int:
         from training.corpus import build_corpus
         from training.stft import PROFILES, StftSettings
 
+        source = corpus_source(args.source, args.input)
         sr, n_fft, hop = PROFILES[args.profile]
         stft = StftSettings(sample_rate=args.sample_rate or sr, n_fft=args.n_fft or n_fft,
                             hop_length=args.hop_length or hop)
-        c = build_corpus(args.out, source=args.source, stft=stft, input=args.input,
+        c = build_corpus(args.out, source=source, stft=stft, input=args.input,
                          soundfont=args.soundfont, scale=args.scale, programs=args.programs,
                          n_patches=args.n_patches, note_s=args.note_seconds,
                          tail_s=args.tail_seconds, gain=args.gain, silence_db=args.silence_db,
@@ -145,8 +183,8 @@ def _run(args: argparse.Namespace) -> int:
                  "output_activation": args.output_activation, "dropout": args.dropout,
                  "input_dropout": args.input_dropout, "conditioning": args.conditioning,
                  "pitch_decoder": args.pitch_decoder,
-                 "encoder_widths": args.encoder_widths or list(THESIS_ENCODER),
-                 "decoder_widths": args.decoder_widths or list(THESIS_DECODER)}
+                 "encoder_widths": list(THESIS_ENCODER) if args.encoder_widths == "thesis" else args.encoder_widths,
+                 "decoder_widths": list(THESIS_DECODER) if args.decoder_widths == "thesis" else args.decoder_widths}
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, l2=args.l2, loss=args.loss,
                           log_weight=args.log_weight, seed=args.seed, device=args.device,
@@ -168,6 +206,19 @@ def _run(args: argparse.Namespace) -> int:
         for f in files:
             print(f)
     return 0
+
+
+def corpus_source(source: str | None, input_path: str | None) -> str:
+    """``--source`` as meant: ``--input`` implies ``folder``; any other source with it is an error.
+
+    (``--input DIR`` alone used to render the 128 GM programs of a SoundFont instead.)
+    """
+    if source is None:
+        return "folder" if input_path else "soundfont"
+    if input_path and source != "folder":
+        raise CanneError(f"--input {input_path} is a folder of recordings, for --source folder; "
+                         f"--source {source} does not read it (drop --input, or use --source folder)")
+    return source
 
 
 def main(argv: list[str] | None = None) -> int:
