@@ -167,6 +167,7 @@ class _Core:
         self.vhint = np.zeros((rows, B))
         self._vpitch = np.zeros(rows)
         self._vkey = None
+        self._pkey = None
         self._pitch1 = PitchStage(B, 1, bin_ratio=1.0, n_fft=self.n_fft, sr_out=self.sr)
         self._r1 = np.ones(1)
         self._o1 = np.zeros(1)
@@ -253,10 +254,13 @@ class _Core:
         p += eng._bend
         shift = eng._params["shift_bins"]
         tuned = eng._pitch_mode == "tuned"
-        key = (self.z.tobytes(), p.tobytes(), n, self.pitch.moves, shift, tuned)
+        pkey = (p.tobytes(), n, self.pitch.moves, shift)
+        key = (self.z.tobytes(), pkey, tuned)
         if key == self._vkey:
             return
+        new_pitches = pkey != self._pkey
         self._vkey = key
+        self._pkey = pkey
         model = self.model
         q = p + self._rate_st  # the pitch that sounds right at the output rate
         c = np.clip(q, model.pitch_min, model.pitch_max)
@@ -284,14 +288,14 @@ class _Core:
                 f = estimate_f0(mag[i], self.bin_hz_model, near=midi_to_hz(c[i]))
                 if f > 0.0:
                     resid[i] += 12.0 * math.log2(midi_to_hz(c[i]) / f)
-        # exact lobe frequencies (output bins) where the partials sound: harmonics of p
-        f0o = np.array([midi_to_hz(v) for v in p]) * L / self.sr
-        bins = self._bins_f
         hint = self.vhint[:n]
-        h = np.rint(bins[None, :] / f0o[:, None])
-        pos = h * f0o[:, None]
-        np.copyto(hint, np.where((h >= 1.0) & (np.abs(bins[None, :] - pos) <= 2.0), pos,
-                                 bins[None, :]))
+        if new_pitches:  # exact lobe frequencies (output bins): the harmonics of p
+            f0o = (440.0 * L / self.sr) * np.exp2((p - 69.0) / 12.0)
+            bins = self._bins_f
+            h = np.rint(bins[None, :] / f0o[:, None])
+            pos = h * f0o[:, None]
+            np.copyto(hint, np.where((h >= 1.0) & (np.abs(bins[None, :] - pos) <= 2.0), pos,
+                                     bins[None, :]))
         for i in range(n):
             if abs(resid[i]) < 1e-9 and shift == 0.0:
                 continue
@@ -303,6 +307,7 @@ class _Core:
             mag[i] = moved[0]
             if shift != 0.0 or not self.harmonic:
                 hint[i] = st.freq[0]
+                self._pkey = None  # these hints follow the frame: recompute next time
 
     def render_hop(self, eng: "Engine") -> np.ndarray:
         """Render the next hop of this core into ``self.out`` (float64)."""

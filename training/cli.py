@@ -131,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                         "with pitch labels; trains on its voiced frames)")
     t.add_argument("--pitch-decoder", choices=("harmonic", "mlp"), default="harmonic",
                    help="conditioned decoder: envelope x harmonic comb + noise, or a plain MLP")
+    t.add_argument("--envelope", choices=("bins", "smooth"), default="bins",
+                   help="harmonic decoder's envelope: one value per bin, or smooth (log-spaced "
+                        "points x a bounded gain per harmonic: every latent stays clearly pitched)")
     t.add_argument("--epoch-frames", type=int, default=0,
                    help="frames drawn afresh for each epoch (0: the whole training split)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -182,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                  "activation": args.activation, "latent_activation": args.latent_activation,
                  "output_activation": args.output_activation, "dropout": args.dropout,
                  "input_dropout": args.input_dropout, "conditioning": args.conditioning,
-                 "pitch_decoder": args.pitch_decoder,
+                 "pitch_decoder": args.pitch_decoder, "envelope": args.envelope,
                  "encoder_widths": list(THESIS_ENCODER) if args.encoder_widths == "thesis" else args.encoder_widths,
                  "decoder_widths": list(THESIS_DECODER) if args.decoder_widths == "thesis" else args.decoder_widths}
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,

@@ -49,6 +49,12 @@ class ModelConfig:
     pitch_center: float = 60.0
     pitch_scale: float = 24.0
     n_noise_bands: int = 64
+    # harmonic decoder's envelope: "bins" (one value per bin) or "smooth" (points spaced
+    # evenly in log frequency, plus a bounded gain per harmonic for the first harmonics)
+    envelope: str = "bins"
+    n_envelope_points: int = 72
+    n_harmonic_gains: int = 24
+    harmonic_gain_range: float = 0.75
     n_fft: int = 0  # 0: 2 * (n_bins - 1)
 
     def __post_init__(self) -> None:
@@ -71,6 +77,10 @@ class ModelConfig:
         if self.pitch_decoder not in PITCH_DECODERS:
             raise TrainingError(f"pitch_decoder={self.pitch_decoder!r} is unknown; choose one of "
                                 f"{PITCH_DECODERS}")
+        if self.envelope not in ("bins", "smooth"):
+            raise TrainingError(f"envelope={self.envelope!r} is unknown; choose bins or smooth")
+        if not 0.0 <= self.harmonic_gain_range < 1.0:
+            raise TrainingError(f"harmonic_gain_range={self.harmonic_gain_range} must be in [0, 1)")
         if self.n_fft == 0:
             self.n_fft = 2 * (self.n_bins - 1)
         if self.latent_dim < 1:
@@ -207,6 +217,20 @@ def hann_lobe(d: torch.Tensor) -> torch.Tensor:
     return torch.where(ad < 2.0, w.abs(), torch.zeros_like(w))
 
 
+def log_basis(n_points: int, n_bins: int, sample_rate: int, f_lo: float = 30.0) -> np.ndarray:
+    """Linear interpolation [n_points, n_bins] between points spaced evenly in log
+    frequency from ``f_lo`` to Nyquist (held flat below ``f_lo``): a smooth envelope."""
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_bins)
+    pos = np.log2(np.maximum(freqs, f_lo) / f_lo) / np.log2(sample_rate / 2.0 / f_lo)
+    x = pos * (n_points - 1)
+    i0 = np.clip(np.floor(x).astype(int), 0, n_points - 2)
+    frac = x - i0
+    basis = np.zeros((n_points, n_bins))
+    basis[i0, np.arange(n_bins)] = 1.0 - frac
+    basis[i0 + 1, np.arange(n_bins)] += frac
+    return basis.astype(np.float32)
+
+
 def noise_basis(n_bands: int, n_bins: int, sample_rate: int) -> np.ndarray:
     """Triangular bands [n_bands, n_bins], centres spaced evenly on a mel scale from 0 Hz to
     Nyquist, summing to 1 in every bin: a smooth noise floor with no pitch of its own."""
@@ -242,6 +266,14 @@ class PitchDecoder(nn.Module):
     pitch. The partials sit exactly on the harmonics of the pitch asked for, whatever the
     latent: the knobs shape the envelope (timbre), the key sets the pitch.
     ``mlp``: the plain decoder with the normalised pitch appended to its input.
+
+    ``envelope="smooth"``: the envelope is given at ``n_envelope_points`` spaced evenly in
+    log frequency (about 7 per octave) and interpolated, times a gain per harmonic for
+    the first ``n_harmonic_gains`` harmonics, each within ``1 +- harmonic_gain_range``.
+    A smooth envelope cannot pick out every third harmonic (above the first few, two
+    neighbouring harmonics share one envelope segment) and the bounded gains keep odd and
+    even harmonics within 17 dB of each other: any latent keeps a clear harmonic series,
+    so a knob at a random position cannot make the note read an octave or a twelfth off.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -255,9 +287,18 @@ class PitchDecoder(nn.Module):
             return
         self.trunk = _mlp([cfg.latent_dim + 1, *widths], bias=cfg.bias, hidden=cfg.activation,
                           last=cfg.activation)
-        self.envelope = nn.Linear(widths[-1], cfg.n_bins, bias=cfg.bias)
+        self.smooth = cfg.envelope == "smooth"
+        n_env = cfg.n_envelope_points if self.smooth else cfg.n_bins
+        self.envelope = nn.Linear(widths[-1], n_env, bias=cfg.bias)
         self.noise = nn.Linear(widths[-1], cfg.n_noise_bands, bias=cfg.bias)
         nn.init.xavier_normal_(self.envelope.weight)
+        if self.smooth:
+            self.register_buffer("env_basis", torch.from_numpy(
+                log_basis(cfg.n_envelope_points, cfg.n_bins, cfg.sample_rate)))
+            self.gains = nn.Linear(widths[-1], cfg.n_harmonic_gains, bias=cfg.bias)
+            nn.init.xavier_normal_(self.gains.weight, gain=0.1)
+            self.n_gains = cfg.n_harmonic_gains
+            self.gain_range = float(cfg.harmonic_gain_range)
         nn.init.xavier_normal_(self.noise.weight, gain=0.1)
         self.out_act = _act(cfg.output_activation)
         self.register_buffer("bins", torch.arange(cfg.n_bins, dtype=torch.float32)[None, :])
@@ -265,13 +306,19 @@ class PitchDecoder(nn.Module):
             noise_basis(cfg.n_noise_bands, cfg.n_bins, cfg.sample_rate)))
         self.bin_hz = cfg.sample_rate / cfg.n_fft
 
-    def comb(self, pitch: torch.Tensor) -> torch.Tensor:
-        """[batch, 1] MIDI pitch -> [batch, n_bins] harmonic comb (Hann lobes, peak 1)."""
+    def comb(self, pitch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, 1] MIDI pitch -> [batch, n_bins] harmonic comb (Hann lobes, peak 1),
+        each lobe times its harmonic's gain (``gains`` [batch, K]: harmonics 1..K; 1 above)."""
         f0 = 440.0 * torch.pow(2.0, (pitch - 69.0) / 12.0) / self.bin_hz
         ratio = self.bins / f0
         h = torch.round(ratio)
         w = hann_lobe((ratio - h) * f0)
-        return torch.where(h >= 1.0, w, torch.zeros_like(w))
+        w = torch.where(h >= 1.0, w, torch.zeros_like(w))
+        if gains is None:
+            return w
+        table = torch.cat([torch.ones_like(gains[:, :1]), gains], dim=1)  # slot 0: gain 1
+        idx = torch.where(h > float(self.n_gains), torch.zeros_like(h), h).to(torch.int64)
+        return w * torch.gather(table, 1, idx)
 
     def forward(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
         x = torch.cat([z, (pitch - self.center) / self.scale], dim=1)
@@ -280,7 +327,10 @@ class PitchDecoder(nn.Module):
         t = self.trunk(x)
         env = self.out_act(self.envelope(t))
         noise = self.out_act(self.noise(t)) @ self.basis
-        return env * self.comb(pitch) + noise
+        if not self.smooth:
+            return env * self.comb(pitch) + noise
+        gains = 1.0 + self.gain_range * torch.tanh(self.gains(t))
+        return (env @ self.env_basis) * self.comb(pitch, gains) + noise
 
 
 class Autoencoder(nn.Module):
