@@ -14,7 +14,7 @@ import numpy as np
 
 from daemon.errors import ModelError, ModelNotFoundError
 
-__all__ = ["DecoderModel", "REQUIRED_KEYS", "SUPPORTED_FORMAT_VERSIONS"]
+__all__ = ["DecoderModel", "EncoderModel", "REQUIRED_KEYS", "SUPPORTED_FORMAT_VERSIONS"]
 
 REQUIRED_KEYS = (
     "canne_format_version",
@@ -81,7 +81,11 @@ class DecoderModel:
             )
         except Exception as exc:  # onnxruntime raises several private types
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from exc
-        raw = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            raw = dict(self._session.get_modelmeta().custom_metadata_map)
+        except Exception as exc:  # e.g. UnicodeDecodeError: metadata strings that are not UTF-8
+            raise ModelError(f"{self.path}: unreadable metadata ({type(exc).__name__}); "
+                             "re-export the model") from None
         self.metadata = self._validate(raw)
         inputs = [i.name for i in self._session.get_inputs()]
         if self.conditioned:
@@ -135,7 +139,7 @@ class DecoderModel:
         for key, value in raw.items():
             try:
                 meta[key] = json.loads(value)
-            except (json.JSONDecodeError, TypeError):
+            except (ValueError, TypeError, RecursionError):  # also a 5,000-digit number, [[[[...]]]]
                 meta[key] = value
         version = str(meta["canne_format_version"])
         if version not in SUPPORTED_FORMAT_VERSIONS:
@@ -147,10 +151,10 @@ class DecoderModel:
         def pos_int(key):
             try:
                 v = int(meta[key])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400
                 v = 0
             if v <= 0:
-                raise ModelError(f"{self.path}: metadata {key}={raw[key]!r} must be a positive integer")
+                raise ModelError(f"{self.path}: metadata {key}={raw[key]!r:.80} must be a positive integer")
             return v
 
         self.sample_rate = pos_int("sample_rate")
@@ -165,16 +169,16 @@ class DecoderModel:
                 f"{self.path}: metadata hop_length={self.hop_length} exceeds n_fft={self.n_fft}"
             )
         if str(meta["window"]).lower() != "hann":
-            raise ModelError(f"{self.path}: metadata window={meta['window']!r}; only 'hann' is supported")
+            raise ModelError(f"{self.path}: metadata window={meta['window']!r:.80}; only 'hann' is supported")
 
         def vec(key):
             try:
                 v = np.asarray(meta[key], dtype=np.float32).reshape(-1)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 v = np.zeros(0, np.float32)
             if v.shape != (self.latent_dim,) or not np.all(np.isfinite(v)):
                 raise ModelError(
-                    f"{self.path}: metadata {key}={raw[key]!r} must be a list of "
+                    f"{self.path}: metadata {key}={raw[key]!r:.80} must be a list of "
                     f"{self.latent_dim} finite numbers (latent_dim)"
                 )
             return v
@@ -184,11 +188,11 @@ class DecoderModel:
         self.latent_default = vec("latent_default")
         try:
             self.reference_note = int(meta["reference_note"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             self.reference_note = -1
         if not 0 <= self.reference_note <= 127:
             raise ModelError(
-                f"{self.path}: metadata reference_note={raw['reference_note']!r} must be a MIDI note 0..127"
+                f"{self.path}: metadata reference_note={raw['reference_note']!r:.80} must be a MIDI note 0..127"
             )
         self.format_version = int(version)
         self.conditioned = version == "2"
@@ -205,7 +209,7 @@ class DecoderModel:
                                  "conditioning 'pitch' in unit 'midi_note'")
             try:
                 lo, hi = float(meta["pitch_min"]), float(meta["pitch_max"])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 lo = hi = float("nan")
             if not (0.0 <= lo < hi <= 127.0):
                 raise ModelError(f"{self.path}: metadata pitch_min={raw['pitch_min']!r}, "
@@ -302,3 +306,65 @@ class DecoderModel:
             f"DecoderModel({str(self.path)!r}, sr={self.sample_rate}, n_fft={self.n_fft}, "
             f"hop={self.hop_length}, latent_dim={self.latent_dim})"
         )
+
+
+class EncoderModel:
+    """The model's ``encoder.onnx`` (magnitude frame -> latent), for the ANNe effect.
+
+    ``EncoderModel(decoder)`` loads ``encoder.onnx`` beside the decoder's file and checks
+    that it agrees with it (input ``magnitude`` [batch, n_bins], output [batch,
+    latent_dim]). ``encode(frames [batch, n_bins]) -> z [batch, latent_dim]``; with
+    ``out`` given (float32 C-contiguous) it writes in place through an IO binding.
+    """
+
+    def __init__(self, decoder: DecoderModel):
+        import onnxruntime as ort
+
+        self.path = decoder.path.parent / "encoder.onnx"
+        if not self.path.is_file():
+            raise ModelNotFoundError(f"encoder not found: {self.path} (the effect needs the model's "
+                                     "encoder.onnx beside decoder.onnx)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: "
+                             f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        self.n_bins = decoder.n_bins
+        self.latent_dim = decoder.latent_dim
+        self._in = self._session.get_inputs()[0].name
+        self._out = self._session.get_outputs()[0].name
+        self._ort = ort
+        self._binding = self._session.io_binding()
+        self._bound = None
+        try:
+            z = self.encode(np.zeros((2, self.n_bins), np.float32))
+        except Exception as exc:
+            raise ModelError(f"{self.path}: encoding a frame of {self.n_bins} bins failed: "
+                             f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        if not isinstance(z, np.ndarray) or z.dtype != np.float32 or z.shape != (2, self.latent_dim):
+            raise ModelError(f"{self.path}: encoder output is {getattr(z, 'dtype', '?')} "
+                             f"{list(getattr(z, 'shape', []))}, expected float32 [batch, "
+                             f"{self.latent_dim}] (the decoder's latent_dim)")
+
+    def encode(self, frames, out: np.ndarray | None = None) -> np.ndarray:
+        x = np.ascontiguousarray(frames, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
+                and out.shape == (x.shape[0], self.latent_dim)):
+            key = (x.ctypes.data, x.shape, out.ctypes.data)
+            b = self._binding
+            if self._bound != key:
+                b.bind_ortvalue_input(self._in, self._ort.OrtValue.ortvalue_from_numpy(x))
+                b.bind_output(self._out, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+                self._bound = key
+                self._keep = (x, out)
+            self._session.run_with_iobinding(b)
+            return out
+        return self._session.run([self._out], {self._in: x})[0]

@@ -241,16 +241,6 @@ VALID = {"valid", "valid-nan-output", "metrics-not-json", "corpus-1MB", "output-
 # flipped bytes may land in weights (still a valid model) or anywhere else
 EITHER = {name for name in CASES if name.startswith(("flipped-", "truncated-"))}
 
-# Escapes still in daemon/model.py (owned elsewhere; the fix is proposed in issue 9's
-# report): int()/float() of 1e400 (OverflowError), json.loads of a 5,000-digit number
-# (ValueError, not JSONDecodeError) or of JSON nested 100,000 deep (RecursionError),
-# metadata that is not UTF-8 (UnicodeDecodeError from onnxruntime's metadata map), a
-# 1 MB metadata value repeated whole in the message. Remove this once the fix lands:
-# the cases then pass (checked against the proposed patch: 0 escapes).
-KNOWN_ESCAPES = ("ESCAPE: OverflowError", "ESCAPE: ValueError: 'Exceeds the limit", "ESCAPE: RecursionError",
-                 "ESCAPE: UnicodeDecodeError", "ESCAPE: not one short line")
-
-
 def outcome(folder: Path) -> str:
     """'ok', 'refused', or 'ESCAPE: ...'."""
     try:
@@ -295,8 +285,6 @@ def test_model_folder(tmp_path, name):
         folder.mkdir()
         (folder / "decoder.onnx").write_bytes(case)
     got = outcome(folder)
-    if got.startswith(KNOWN_ESCAPES):
-        pytest.xfail(f"known escape in daemon/model.py, fix proposed (issue 9): {got}")
     assert not got.startswith("ESCAPE"), got
     if name in EITHER:
         assert got in ("ok", "refused")
