@@ -105,6 +105,30 @@ def test_no_device_is_the_only_line_printed(model_dir):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.parametrize("after_sound, code, level", [("0", 2, "ERROR"), ("1", 75, "WARNING")],
+                         ids=["first-start", "restart-after-sound"])
+def test_missing_device_is_final_before_sound_and_temporary_after(model_dir, after_sound, code, level):
+    """The supervised child (--child): a missing device is a configuration error (2, never
+    restarted) unless the supervisor says the instrument has played (then 75: retry)."""
+    env = _no_server_env()
+    env["CANNE_RESTART_AFTER_SOUND"] = after_sound
+    # stdin stays open, as the supervisor's end does (its end-of-file means "supervisor gone").
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--child", "--model", str(model_dir),
+                             "--device", "no-such-card-xyz"], env=env, cwd=REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rc = proc.wait(60)
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    assert rc == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f" {level} " in lines[0] and "no-such-card-xyz" in lines[0], err
+    assert out == ""  # the heartbeat channel: nothing before the stream runs
+
+
 def test_version():
     r = _canne(["--version"], _no_server_env())
     assert r.returncode == 0 and r.stdout.startswith("canne 0.") and "Python" in r.stdout
