@@ -173,7 +173,6 @@ class Supervisor:
         ready_at = None
         last_cb, last_advance = -1, started
         stop_deadline = None
-        eof = False
 
         def healthy() -> float:
             return max(0.0, last_advance - ready_at) if ready_at is not None else 0.0
@@ -181,17 +180,12 @@ class Supervisor:
         while True:
             if self.stopping and stop_deadline is None:
                 stop_deadline = time.monotonic() + self.stop_timeout_s
-            line = None
-            if not eof:
-                try:
-                    line = lines.get(timeout=0.2)
-                except queue.Empty:
-                    line = b""
-            else:
-                time.sleep(0.05)
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                line = b""
             now = time.monotonic()
             if line is None:  # the child closed its stdout: it is exiting
-                eof = True
                 code = self._wait(child, self.stop_timeout_s + 1.0)
                 return code, ready, healthy()
             parts = line.split()
