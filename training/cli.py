@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tail-seconds", type=float, default=0.5)
     c.add_argument("--gain", type=float, default=0.5, help="FluidSynth master gain")
     c.add_argument("--segment-seconds", type=float, default=0.0,
-                   help="cut recordings into patches of this length (0: one patch per file)")
+                   help="cut recordings into patches of this length (0: one patch per file); "
+                        "with --source phrases: the length of each program's phrase (default 20)")
     c.add_argument("--seed", type=int, default=0, help="split (and synth) seed")
     c.add_argument("--jobs", type=int, default=2, help="parallel FluidSynth renders")
 
@@ -118,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="hidden layer widths (default: %s; 'thesis': %s)"
                         % (",".join(map(str, RECIPE_DECODER)), ",".join(map(str, THESIS_DECODER))))
     t.add_argument("--latent-dim", type=int, default=8)
+    t.add_argument("--preset", choices=("anne",), default=None,
+                   help="anne: the thesis's ANNe effect network (2049-512-256-128-64 sigmoid-128-"
+                        "256-512-2049 sigmoid, no bias); overrides widths, latent size, "
+                        "activations and bias")
     t.add_argument("--no-bias", action="store_true")
     t.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     t.add_argument("--latent-activation", choices=ACTIVATIONS, default="linear")
@@ -188,6 +193,14 @@ def _run(args: argparse.Namespace) -> int:
                  "pitch_decoder": args.pitch_decoder, "envelope": args.envelope,
                  "encoder_widths": list(THESIS_ENCODER) if args.encoder_widths == "thesis" else args.encoder_widths,
                  "decoder_widths": list(THESIS_DECODER) if args.decoder_widths == "thesis" else args.decoder_widths}
+        if args.preset == "anne":
+            # The thesis's ANNe: a sigmoid latent (knob gains scale values in 0..1, so a
+            # gain always moves a neuron the same way) and a sigmoid output (frames are
+            # normalised to max 1); no bias, so a silent frame stays silent through the
+            # network and gains act as pure scalings of the code.
+            model.update({"encoder_widths": [512, 256, 128], "latent_dim": 64,
+                          "decoder_widths": [128, 256, 512], "latent_activation": "sigmoid",
+                          "output_activation": "sigmoid", "bias": False})
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, l2=args.l2, loss=args.loss,
                           log_weight=args.log_weight, seed=args.seed, device=args.device,

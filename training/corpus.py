@@ -30,7 +30,7 @@ from training.stft import StftSettings, magnitude_frames, normalise_and_gate
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".mp3", ".w64",
                     ".caf", ".au", ".snd", ".opus")
-SOURCES = ("folder", "soundfont", "synth")
+SOURCES = ("folder", "soundfont", "synth", "phrases")
 # GM programs 112-127 (percussive and sound effects) have no stable pitch: a
 # note-conditioned decoder has nothing to learn from them, so the five-octave corpus
 # leaves them out unless --programs asks for them (their frames are then labelled
@@ -81,7 +81,10 @@ class _Builder:
         frames, keep = normalise_and_gate(mag, silence_db=self.silence_db)
         pid = len(self.patches)
         bin_hz = st.sample_rate / st.n_fft
-        if score is not None:
+        if score == "none":  # not labelled (e.g. polyphonic phrases for an ANNe model)
+            pitch = np.full(len(frames), 60.0, np.float32)
+            voiced = np.zeros(len(frames), bool)
+        elif score is not None:
             idx, clean = labels.score_notes(len(mag), notes=score["notes"],
                                             note_s=score["note_s"], tail_s=score["tail_s"],
                                             sample_rate=st.sample_rate,
@@ -246,6 +249,24 @@ def build_corpus(out: str | Path, *, source: str, stft: StftSettings | None = No
         src = {"kind": "soundfont", "soundfont": str(sf2), "scale": scale, "notes": notes,
                "programs": programs, "note_s": note_s, "tail_s": tail_s, "gain": gain}
         ref = scales.reference_note(scale)
+    elif source == "phrases":
+        from training import phrases
+
+        sf2 = fluid.find_soundfont(soundfont)
+        programs = list(PITCHED_PROGRAMS) if programs is None else list(programs)
+        seconds = max(2.0, segment_seconds or 20.0)
+        bar = tqdm(total=len(programs), desc="fluidsynth", unit="program", disable=not progress)
+        for p, y in fluid.render_programs(
+                programs, [], soundfont=sf2, sample_rate=stft.sample_rate, note_s=note_s,
+                tail_s=1.0, gain=gain, jobs=jobs, progress=bar,
+                events_for=lambda prog: phrases.phrase(prog, seconds, seed)):
+            b.add(fluid.program_name(p), y, program=p, score="none")
+        bar.close()
+        description = (f"{sf2.stem} improvised phrases ({seconds:g} s each, seeded), "
+                       f"{len(programs)} GM programs")
+        src = {"kind": "phrases", "soundfont": str(sf2), "programs": programs,
+               "seconds": seconds, "gain": gain}
+        ref = 60
     elif source == "synth":
         notes = scales.c_major_notes(scale)
         rng = np.random.default_rng(seed)

@@ -75,16 +75,42 @@ def write_scale_midi(path: Path, program: int, notes: list[int], *, note_s: floa
     mid.save(str(path))
 
 
+def write_events_midi(path: Path, program: int, events, *, tail_s: float = 1.0) -> None:
+    """A one-track MIDI file: program change, then ``events`` (start_s, dur_s, note, vel)."""
+    per_s = 960  # ticks per second at 480 ticks per beat, 120 BPM
+    msgs = []
+    for start, dur, note, vel in events:
+        msgs.append((int(round(start * per_s)), 1, note, vel))
+        msgs.append((int(round((start + dur) * per_s)), 0, note, 0))
+    msgs.sort()
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+    tr.append(mido.Message("program_change", program=program, channel=0, time=0))
+    now = 0
+    for tick, on, note, vel in msgs:
+        kind = "note_on" if on else "note_off"
+        tr.append(mido.Message(kind, note=note, velocity=vel, channel=0, time=tick - now))
+        now = tick
+    tr.append(mido.MetaMessage("end_of_track", time=int(tail_s * per_s)))
+    mid.save(str(path))
+
+
 def render_program(program: int, notes: list[int], *, soundfont: Path, sample_rate: int,
                    note_s: float = 1.0, tail_s: float = 0.5, gain: float = 0.5,
-                   workdir: Path | None = None) -> np.ndarray:
-    """Render one GM program playing ``notes``; returns float32 mono at ``sample_rate``."""
+                   workdir: Path | None = None, events=None) -> np.ndarray:
+    """Render one GM program playing ``notes`` (a scale), or ``events`` (start_s, dur_s,
+    note, velocity) when given; returns float32 mono at ``sample_rate``."""
     import soundfile as sf
 
     exe = fluidsynth_binary()
     with tempfile.TemporaryDirectory(dir=workdir) as td:
         mid, wav = Path(td) / "scale.mid", Path(td) / "out.wav"
-        write_scale_midi(mid, program, notes, note_s=note_s, tail_s=tail_s)
+        if events is not None:
+            write_events_midi(mid, program, events, tail_s=tail_s)
+        else:
+            write_scale_midi(mid, program, notes, note_s=note_s, tail_s=tail_s)
         cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain), "-r", str(sample_rate),
                "-O", "float", "-T", "wav", "-F", str(wav), str(soundfont), str(mid)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -103,11 +129,14 @@ def program_name(program: int) -> str:
 
 
 def render_programs(programs: list[int], notes: list[int], *, soundfont: Path, sample_rate: int,
-                    note_s: float, tail_s: float, gain: float, jobs: int = 2, progress=None):
-    """Yield ``(program, audio)`` in program order, rendering ``jobs`` at a time."""
+                    note_s: float, tail_s: float, gain: float, jobs: int = 2, progress=None,
+                    events_for=None):
+    """Yield ``(program, audio)`` in program order, rendering ``jobs`` at a time.
+    ``events_for(program)``: events to play instead of the scale ``notes``."""
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futs = [pool.submit(render_program, p, notes, soundfont=soundfont,
-                            sample_rate=sample_rate, note_s=note_s, tail_s=tail_s, gain=gain)
+                            sample_rate=sample_rate, note_s=note_s, tail_s=tail_s, gain=gain,
+                            events=None if events_for is None else events_for(p))
                 for p in programs]
         for p, f in zip(programs, futs):
             yield p, f.result()
