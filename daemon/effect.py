@@ -36,15 +36,15 @@ import numpy as np
 
 from daemon.dsp import OverlapAdd, SafetyLimiter, hann
 
-__all__ = ["EffectSettings", "EffectEngine", "SPLIT_PRESETS", "PHASE_SOURCES", "split_sizes"]
+__all__ = ["EffectSettings", "EffectEngine", "EffectControls", "SPLIT_PRESETS", "PHASE_SOURCES", "split_sizes"]
 
 PHASE_SOURCES = ("input", "rtpghi")
 # Named ways to cut the latent into adjacent sub-vectors, one per gain knob, as
 # proportions of latent_dim (rounded so the sizes add up exactly).
 SPLIT_PRESETS = {
     "even": (1, 1, 1, 1, 1),               # five equal parts
-    "fine-first": (1, 2, 3, 4, 6),         # small groups first, the widest last
-    "coarse-first": (6, 4, 3, 2, 1),
+    "fine_first": (1, 2, 3, 4, 6),         # small groups first, the widest last
+    "coarse_first": (6, 4, 3, 2, 1),
     "centre": (2, 1, 2, 1, 2),             # narrow groups between wide ones
 }
 GAIN_RANGE = (0.0, 10.0)   # accepted; the thesis's knobs span 0.5 .. 5.5
@@ -163,6 +163,26 @@ class EffectEngine:
                       bool(settings.track_pitch))
         self.settings = settings
 
+    def set_param(self, name: str, value: float) -> None:
+        """A knob: ``effect_gain_<k>`` (1-based group), ``effect_mix``, ``effect_freeze``
+        (>= 0.5 is on). Other names (the synthesizer's) are ignored."""
+        import copy
+
+        s = copy.copy(self.settings)
+        if name.startswith("effect_gain_"):
+            k = int(name.rsplit("_", 1)[1]) - 1
+            if not 0 <= k < len(s.gains):
+                return
+            s.gains = list(s.gains)
+            s.gains[k] = min(max(float(value), GAIN_RANGE[0]), GAIN_RANGE[1])
+        elif name == "effect_mix":
+            s.mix = min(max(float(value), 0.0), 1.0)
+        elif name == "effect_freeze":
+            s.freeze = float(value) >= 0.5
+        else:
+            return
+        self.set_settings(s)
+
     # ------------------------------------------------------------------ audio
     def process(self, x, out: np.ndarray | None = None) -> np.ndarray:
         """Next ``len(x)`` output samples for input block ``x`` (any length); float32."""
@@ -246,3 +266,26 @@ class EffectEngine:
             p = 69.0 + 12.0 * math.log2(f / 440.0)
             lo, hi = self.decoder.pitch_min, self.decoder.pitch_max
             self._pitch[0, 0] = min(max(p, lo), hi)
+
+
+class EffectControls:
+    """The synthesizer engine's control API over an :class:`EffectEngine`, so the same
+    :class:`daemon.mapper.Mapper` (and mapping files) drive the effect: knobs bound to
+    ``effect_gain_<k>``, ``effect_mix`` and ``effect_freeze`` act; notes, bend, sustain,
+    latent knobs and the synthesizer's parameters have nothing to act on here and are
+    ignored."""
+
+    def __init__(self, effect: EffectEngine):
+        self.effect = effect
+
+    def set_param(self, name: str, value: float) -> None:
+        self.effect.set_param(name, value)
+
+    def set_model(self, model) -> None:  # a program change's model: not switched live
+        pass
+
+    def __getattr__(self, name):
+        if name in ("note_on", "note_off", "set_sustain", "set_pitch_bend", "set_latent",
+                    "set_latents", "set_pitch_mode", "set_polyphony", "all_notes_off"):
+            return lambda *a, **k: None
+        raise AttributeError(name)

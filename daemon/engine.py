@@ -572,6 +572,8 @@ class Engine:
             self._events.append((self._ev_latents, (z.copy(),)))
 
     def set_param(self, name: str, value: float) -> None:
+        if name.startswith("effect_"):  # the ANNe effect's knobs (a shared mapping): not ours
+            return
         if name not in PARAMS:
             raise ValueError(f"set_param: unknown parameter {name!r}; known: {', '.join(PARAMS)}")
         value = float(value)

@@ -93,6 +93,11 @@ PARAMS: dict[str, _ParamSpec] = {
     "sustain_level": _ParamSpec("sustain_level", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
     "release": _ParamSpec("release_ms", "ms", (0.0, 20000.0), (5.0, 5000.0), "exp"),
     "smoothing": _ParamSpec("smoothing_ms", "ms", (0.0, 10000.0), (0.0, 500.0), "exp"),
+    # the ANNe effect (canne effect / canne process); the synthesizer ignores them
+    **{f"effect_gain_{k}": _ParamSpec(f"effect_gain_{k}", "x", (0.0, 10.0), (0.5, 5.5), "linear")
+       for k in range(1, 9)},
+    "effect_mix": _ParamSpec("effect_mix", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
+    "effect_freeze": _ParamSpec("effect_freeze", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
 }
 _SEMITONE_LIMITS = (-48.0, 48.0)
 _SEMITONE_DEFAULT_RANGE = (-12.0, 12.0)
@@ -247,6 +252,7 @@ class Mapping:
     params: tuple  # ((engine_param, value), ...) sent once when the mapping starts
     default_takeover: str
     model: Any = field(default=None, compare=False, repr=False)
+    effect: Any = None  # daemon.effect.EffectSettings from the 'effect:' section, or None
 
     def program(self, number: int) -> Program | None:
         for prog in self.programs:
@@ -610,6 +616,7 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
     params = _params(ctx, top.get("params"), info)
     base = path.parent if path is not None else Path.cwd()
     programs = _programs(ctx, top.get("programs"), base)
+    effect = _effect(ctx, top.get("effect"), info)
 
     return Mapping(
         path=path,
@@ -626,12 +633,13 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
         params=params,
         default_takeover=takeover,
         model=model,
+        effect=effect,
     )
 
 
 _TOP_KEYS = (
     "version", "name", "description", "channel", "takeover", "initial_latent", "params",
-    "controls", "notes", "pitch_bend", "sustain", "programs",
+    "controls", "notes", "pitch_bend", "sustain", "programs", "effect",
 )
 _CONTROL_KEYS = (
     "cc", "channel", "neuron", "param", "label", "range", "curve", "invert", "takeover",
@@ -885,6 +893,63 @@ def _params(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
     if names.count("shift_bins") > 1:
         raise ctx.error(item[1], "params", "give either shift or shift_semitones, not both")
     return tuple(out)
+
+
+def _effect(ctx: _Ctx, item, info: _ModelInfo):
+    """The 'effect:' section (the ANNe effect's starting settings), or None."""
+    if item is None:
+        return None
+    from daemon.effect import GAIN_RANGE, PHASE_SOURCES, SPLIT_PRESETS, EffectSettings, split_sizes
+
+    node = item[1]
+    sec = ctx.section(node, "effect", ("split", "gains", "mix", "phase", "freeze", "offsets",
+                                       "track_pitch"))
+    st = EffectSettings()
+    if "split" in sec:
+        sn = sec["split"][1]
+        if isinstance(sn, yaml.SequenceNode):
+            sizes = [ctx.number(n, f"effect.split[{i}]", 1e-3, 1e6) for i, n in enumerate(sn.value)]
+            st.split = sizes
+        else:
+            st.split = ctx.choice(sn, "effect.split", tuple(SPLIT_PRESETS) + ("a list of sizes",))
+            if st.split not in SPLIT_PRESETS:
+                raise ctx.error(sn, "effect.split", "unknown preset", st.split,
+                                f"{', '.join(SPLIT_PRESETS)} or a list of sizes")
+        try:
+            n_groups = len(split_sizes(info.latent_dim, st.split))
+        except ValueError as exc:
+            raise ctx.error(sn, "effect.split", str(exc)) from None
+        st.gains = [1.0] * n_groups
+    if "gains" in sec:
+        gn = sec["gains"][1]
+        items = ctx.sequence(gn, "effect.gains")
+        st.gains = [ctx.number(n, f"effect.gains[{i}]", *GAIN_RANGE) for i, n in enumerate(items)]
+    try:
+        n_groups = len(split_sizes(info.latent_dim, st.split))
+    except ValueError as exc:
+        raise ctx.error(node, "effect.split", str(exc)) from None
+    if len(st.gains) != n_groups:
+        where = sec["gains"][1] if "gains" in sec else node
+        raise ctx.error(where, "effect.gains", f"needs one gain per latent group ({n_groups})",
+                        len(st.gains), f"{n_groups} values")
+    if "mix" in sec:
+        st.mix = ctx.number(sec["mix"][1], "effect.mix", 0.0, 1.0)
+    if "phase" in sec:
+        st.phase = ctx.choice(sec["phase"][1], "effect.phase", PHASE_SOURCES)
+    if "freeze" in sec:
+        st.freeze = ctx.boolean(sec["freeze"][1], "effect.freeze")
+    if "track_pitch" in sec:
+        st.track_pitch = ctx.boolean(sec["track_pitch"][1], "effect.track_pitch")
+    if "offsets" in sec:
+        osec = ctx.section(sec["offsets"][1], "effect.offsets", ())
+        offs = {}
+        for key, (kn, vn) in osec.items():
+            if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < info.latent_dim:
+                raise ctx.error(kn, f"effect.offsets.{key}", "not a neuron number", key,
+                                f"0..{info.latent_dim - 1}")
+            offs[key] = ctx.number(vn, f"effect.offsets.{key}", -_LATENT_LIMIT, _LATENT_LIMIT)
+        st.offsets = offs
+    return st
 
 
 def _programs(ctx: _Ctx, item, base: Path) -> list:

@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gains", default=None, metavar="G1,G2,...",
                    help="gain per latent group (the thesis: five knobs, 0.5..5.5; 1 = unchanged)")
     p.add_argument("--split", default=None, metavar="PRESET|S1,S2,...",
-                   help="how the latent is cut into groups: even, fine-first, coarse-first, centre, "
+                   help="how the latent is cut into groups: even, fine_first, coarse_first, centre, "
                         "or relative sizes (default: even)")
     p.add_argument("--mix", type=float, default=None, help="wet share 0..1 (default 1)")
     p.add_argument("--phase", choices=["input", "rtpghi"], default=None,

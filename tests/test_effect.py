@@ -175,3 +175,45 @@ def test_canne_process_command(tmp_path, identity):
                           str(tmp_path / "o.wav"), "--model", str(model)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.wav" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_mapping_effect_section_and_knobs(tmp_path, identity):
+    from daemon.effect import EffectControls
+    from daemon.mapper import Mapper
+    from daemon.mapping import load_mapping
+    import mido
+
+    dec, enc = identity
+    y = tmp_path / "fx.yaml"
+    y.write_text("name: fx\neffect:\n  split: fine_first\n  gains: [1, 2, 1, 1, 1]\n  mix: 0.5\n"
+                 "  phase: rtpghi\n  offsets: {3: 0.25}\ncontrols:\n"
+                 "  - {cc: 21, param: effect_gain_2}\n  - {cc: 22, param: effect_mix}\n")
+    m = load_mapping(y, dec)
+    assert m.effect.split == "fine_first" and m.effect.gains == [1, 2, 1, 1, 1]
+    assert m.effect.mix == 0.5 and m.effect.phase == "rtpghi" and m.effect.offsets == {3: 0.25}
+    eng = EffectEngine(dec, enc, sample_rate=SR, settings=m.effect)
+    mapper = Mapper(m, EffectControls(eng))
+    mapper.handle(mido.Message("control_change", control=21, value=127))
+    mapper.handle(mido.Message("control_change", control=22, value=0))
+    mapper.handle(mido.Message("note_on", note=60, velocity=100))  # nothing to play: ignored
+    assert eng.settings.gains[1] == pytest.approx(5.5) and eng.settings.mix == 0.0
+
+
+@pytest.mark.parametrize("body,line,needle", [
+    ("effect:\n  gains: [1, 1]\n", 3, "effect.gains"),
+    ("effect:\n  split: zigzag\n", 3, "effect.split"),
+    ("effect:\n  mix: 3\n", 3, "effect.mix"),
+    ("effect:\n  phase: random\n", 3, "effect.phase"),
+    ("effect:\n  offsets: {999: 1}\n", 3, "effect.offsets"),
+    ("effect:\n  wobble: 1\n", 3, "wobble"),
+])
+def test_bad_effect_sections_name_file_and_line(tmp_path, identity, body, line, needle):
+    from daemon.errors import MappingError
+    from daemon.mapping import load_mapping
+
+    y = tmp_path / "bad.yaml"
+    y.write_text("name: fx\n" + body)
+    with pytest.raises(MappingError) as exc:
+        load_mapping(y, identity[0])
+    msg = str(exc.value)
+    assert f"bad.yaml:{line}" in msg and needle in msg and len(msg.splitlines()) == 1
