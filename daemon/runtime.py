@@ -267,8 +267,12 @@ class Instrument:
         voices = _stat(stats, "active_voices", "voices")
         z = getattr(self.mapper, "latents", None)
         zs = " ".join(f"{v:+.2f}" for v in z) if z is not None else "-"
+        # CPU: the engine's own render time over the audio time (mean, worst hop; ~1 s)
+        load, peak = _stat(stats, "cpu_load"), _stat(stats, "cpu_peak")
+        cpu = (f"{100 * load:4.1f}% (hop max {100 * peak:.0f}%)" if load is not None and peak is not None
+               else f"{100 * self.audio.cpu_load:4.1f}%")
         return (
-            f"voices {voices if voices is not None else '-'} | cpu {100 * self.audio.cpu_load:4.1f}% | "
+            f"voices {voices if voices is not None else '-'} | cpu {cpu} | "
             f"xruns {a.xruns} | underruns {a.underruns} | midi {self.midi.counters.received} "
             f"(dropped {self.midi.counters.dropped}) | z {zs}"
         )
