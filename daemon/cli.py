@@ -102,6 +102,10 @@ def add_run_parser(sub) -> None:
                    help="PortAudio output latency (default: low)")
     p.add_argument("--polyphony", type=_positive_int, default=None, metavar="N",
                    help="voices (default: the mapping's, else the engine's)")
+    p.add_argument("--osc-port", type=_port, default=None, metavar="N",
+                   help="listen for OSC on this UDP port (docs/osc.md; default: the mapping's 'osc:' section, else off)")
+    p.add_argument("--osc-host", default=None, metavar="ADDR",
+                   help="address OSC listens on (default 127.0.0.1; another one is reachable from the network)")
     p.add_argument("--status", action="store_true",
                    help="print a status line every second: voices, CPU load, xruns, latent values")
     p.add_argument("--no-supervisor", action="store_true",
@@ -110,6 +114,16 @@ def add_run_parser(sub) -> None:
                    help="restart audio when no callback came for this long (default: %(default)s)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
     p.set_defaults(func=cmd_run)
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UDP port (1..65535)")
+    return n
 
 
 def _run_options(args):
@@ -128,6 +142,8 @@ def _run_options(args):
         polyphony=args.polyphony,
         status=args.status,
         watchdog_s=args.watchdog,
+        osc_port=args.osc_port,
+        osc_host=args.osc_host,
     )
 
 

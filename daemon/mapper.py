@@ -28,23 +28,35 @@ program change, a reload) is re-armed automatically.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from pathlib import Path
 
 from daemon.errors import CanneError
-from daemon.mapping import Control, Mapping, Program, decode_relative, load_mapping, load_mapping_text
+from daemon.mapping import (PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping,
+                            load_mapping_text)
+from daemon.modulation import ClockFollower, LfoBank
 
-__all__ = ["Mapper", "TAKEOVER_TOLERANCE"]
+__all__ = ["Mapper", "TAKEOVER_TOLERANCE", "SNAPSHOT_PARAMS"]
 
 log = logging.getLogger(__name__)
+
+PARAMS_LIMITS = {spec.engine_name: spec.limits for spec in PARAMS.values()}
+PARAMS_DEFAULTS = {"gain_db": 0.0, "shift_bins": 0.0, "attack_ms": 5.0, "decay_ms": 200.0,
+                   "sustain_level": 0.8, "release_ms": 300.0, "smoothing_ms": 20.0}  # the engine's
 
 # A knob within this distance of the target's position picks it up (3/127 ≈ 2.4 %).
 TAKEOVER_TOLERANCE = 3.0 / 127.0
 
 _FAST_DROP = frozenset(
-    ("clock", "active_sensing", "sysex", "start", "stop", "continue", "songpos", "song_select",
-     "quarter_frame", "tune_request", "reset", "aftertouch", "polytouch")
+    ("active_sensing", "sysex", "songpos", "song_select", "quarter_frame", "tune_request", "reset")
 )
+_CLOCK = frozenset(("clock", "start", "stop", "continue"))
+#: Engine parameters a snapshot stores (not smoothing: the glide belongs to the performance).
+SNAPSHOT_PARAMS = tuple(spec.engine_name for name, spec in PARAMS.items()
+                        if not name.startswith("effect_") and name != "smoothing")
+_LFO_EMIT_S = 0.005  # LFO values go to the engine at most every 5 ms (the engine applies them per hop)
 _ALL_NOTES_OFF_CCS = (120, 123)  # all sound off, all notes off (channel mode messages)
 
 
@@ -64,21 +76,26 @@ class _Runtime:
 class _State:
     """Everything derived from one Mapping; replaced as a whole on a swap."""
 
-    __slots__ = ("mapping", "by_cc", "by_lsb", "runtimes")
+    __slots__ = ("mapping", "by_cc", "by_lsb", "runtimes", "by_source")
 
     def __init__(self, mapping: Mapping):
         self.mapping = mapping
         self.runtimes = [_Runtime(c) for c in mapping.controls]
         by_cc: dict = {}
         by_lsb: dict = {}
+        by_source: dict = {}
         for rt in self.runtimes:
             c = rt.control
+            if c.source != "cc":
+                by_source.setdefault(c.source, []).append(rt)
+                continue
             for ch in c.channels:
                 by_cc.setdefault(ch * 128 + c.cc, []).append(rt)
                 if c.resolution == 14:
                     by_lsb.setdefault(ch * 128 + c.cc + 32, []).append(rt)
         self.by_cc = {k: tuple(v) for k, v in by_cc.items()}
         self.by_lsb = {k: tuple(v) for k, v in by_lsb.items()}
+        self.by_source = {k: tuple(v) for k, v in by_source.items()}
 
 
 def _default_model_loader(path):
@@ -130,6 +147,17 @@ class Mapper:
         self.dropped = 0
         self.program_switches = 0
         self.program_errors = 0
+        self.snapshot_recalls = 0
+        self.snapshot_stores = 0
+        self.snapshot_saves = 0
+        self.snapshot_errors = 0
+        self._snapshots: dict = {}  # slot -> Snapshot (the file's, then what was stored)
+        self._morph_pair: tuple | None = None  # (from, to) set at run time (OSC), else the file's
+        self.clock = ClockFollower()
+        self._lfos = LfoBank()
+        self._mod: dict = {}  # target -> modulation added to the value sent to the engine
+        self._t_emit = -1.0
+        self._save_lock = threading.Lock()
         self._state = _State(mapping)
         self._configure(mapping, previous=None if apply_initial else mapping, model_changed=apply_initial)
 
@@ -219,28 +247,55 @@ class Mapper:
                 return False
         return True
 
-    def handle(self, msg) -> None:
-        """Apply one mido message. Never raises; unknown or invalid messages are dropped."""
+    def handle(self, msg, now: float | None = None) -> None:
+        """Apply one mido message. Never raises; unknown or invalid messages are dropped.
+
+        ``now`` (seconds, ``time.monotonic()`` by default) times MIDI clock messages."""
         try:
             t = msg.type
             if t in _FAST_DROP:
                 self.dropped += 1
                 return
+            if t in _CLOCK:
+                self.clock.message(t, time.monotonic() if now is None else now)
+                if self._lfos.synced:
+                    self.handled += 1
+                else:
+                    self.dropped += 1
+                return
             with self._lock:
                 st = self._state
                 if t == "control_change":
-                    self._control_change(st, msg.channel, msg.control, msg.value)
+                    if not self._snapshot_cc(st, msg.channel, msg.control, msg.value):
+                        self._control_change(st, msg.channel, msg.control, msg.value)
                 elif t == "note_on":
                     notes = st.mapping.notes
-                    if msg.channel in notes.channels:
+                    action = st.mapping.snapshots.key_action("note", msg.channel, msg.note)
+                    if action is not None:
+                        if msg.velocity > 0:
+                            self._snapshot_action(*action)
+                    elif msg.channel in notes.channels:
                         if msg.velocity == 0:
                             self._engine.note_off(msg.note)
                         else:
+                            self._note_on_sources(st, msg.channel, msg.velocity)
                             vel = 127 if notes.velocity_curve == "fixed" else msg.velocity
                             self._engine.note_on(msg.note, vel)
                 elif t == "note_off":
-                    if msg.channel in st.mapping.notes.channels:
+                    if st.mapping.snapshots.key_action("note", msg.channel, msg.note) is not None:
+                        pass  # the release of a snapshot key
+                    elif msg.channel in st.mapping.notes.channels:
                         self._engine.note_off(msg.note)
+                elif t in ("aftertouch", "polytouch"):
+                    rts = st.by_source.get("aftertouch" if t == "aftertouch" else "poly_aftertouch")
+                    used = False
+                    for rt in rts or ():
+                        if msg.channel in rt.control.channels:
+                            self._absolute(rt, msg.value / 127.0)
+                            used = True
+                    if not used:
+                        self.dropped += 1
+                        return
                 elif t == "pitchwheel":
                     m = st.mapping
                     if m.pitch_bend_range > 0 and msg.channel in m.pitch_bend_channels:
@@ -248,7 +303,8 @@ class Mapper:
                         frac = p / 8191.0 if p > 0 else p / 8192.0
                         self._engine.set_pitch_bend(frac * m.pitch_bend_range)
                 elif t == "program_change":
-                    self._program_change(msg.program)
+                    if not self._program_change(msg.program) and st.mapping.snapshots.program_change:
+                        self.recall_snapshot(msg.program)
                 else:
                     self.dropped += 1
                     return
@@ -264,6 +320,192 @@ class Mapper:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until pending program switches are done (tests, offline use)."""
         return self._idle.wait(timeout)
+
+    # ------------------------------------------------------------------ OSC-style direct control
+    # (daemon.osc calls these from the control loop; each may raise ValueError on a bad value)
+    def set_latent(self, index: int, value: float) -> None:
+        """Move latent neuron ``index`` to ``value`` (as a knob in 'jump' mode would)."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        with self._lock:
+            if not 0 <= int(index) < len(self._latents):
+                raise ValueError(f"latent index {index}: must be 0..{len(self._latents) - 1}")
+            self._latents[int(index)] = value
+            self._engine.set_latent(int(index), value + self._mod.get(("neuron", int(index)), 0.0))
+
+    def set_latents(self, values) -> None:
+        vals = [float(v) for v in values]
+        if len(vals) != len(self._latents) or not all(math.isfinite(v) for v in vals):
+            raise ValueError(f"needs {len(self._latents)} finite numbers")
+        with self._lock:
+            self._latents = vals
+            self._send_latents()
+
+    def set_param(self, name: str, value: float) -> None:
+        """Set a parameter by its mapping name (``gain``, ``attack``...) or engine name."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        spec = PARAMS.get(name)
+        engine_name = spec.engine_name if spec is not None else name
+        known = {p.engine_name: p for p in PARAMS.values()}
+        if engine_name not in known:
+            raise ValueError(f"unknown parameter {name!r}")
+        lo, hi = known[engine_name].limits
+        value = min(max(value, lo), hi)
+        with self._lock:
+            self._params[engine_name] = value
+            self._send_param(engine_name, value)
+
+    def note(self, note: int, velocity: int) -> None:
+        """Play (velocity 1..127) or release (0) a note, as the mapping's keys would."""
+        note, velocity = int(note), int(velocity)
+        if not 0 <= note <= 127 or not 0 <= velocity <= 127:
+            raise ValueError("note and velocity must be 0..127")
+        with self._lock:
+            if velocity == 0:
+                self._engine.note_off(note)
+            else:
+                self._note_on_sources(self._state, None, velocity)
+                vel = 127 if self._state.mapping.notes.velocity_curve == "fixed" else velocity
+                self._engine.note_on(note, vel)
+
+    def all_notes_off(self) -> None:
+        self._engine.all_notes_off()
+
+    @property
+    def snapshots(self) -> dict:
+        """Slot -> ``Snapshot`` known now (the file's and those stored since)."""
+        return dict(self._snapshots)
+
+    def store_snapshot(self, slot: int, name: str | None = None, *, save: bool = False) -> Snapshot:
+        """Store the current sound (latents and engine params) in ``slot``.
+
+        ``save=True`` also writes it into the user's copy of the mapping file, on a helper
+        thread (see :meth:`save_snapshot`)."""
+        slot = int(slot)
+        if not 0 <= slot < 128:
+            raise ValueError("snapshot slot must be 0..127")
+        with self._lock:
+            old = self._snapshots.get(slot)
+            snap = Snapshot(slot, name or (old.name if old else f"snapshot {slot}"), tuple(self._latents),
+                            tuple((k, self._params[k]) for k in SNAPSHOT_PARAMS if k in self._params))
+            self._snapshots[slot] = snap
+            self.snapshot_stores += 1
+        log.info("snapshot %d stored (%s)", slot, snap.name)
+        if save:
+            threading.Thread(target=self.save_snapshot, args=(slot,), name="canne-snapshot-save",
+                             daemon=True).start()
+        return snap
+
+    def save_snapshot(self, slot: int, path=None) -> Path | None:
+        """Write snapshot ``slot`` into the mapping file (a shipped mapping: into the user's
+        copy, see daemon/paths.py); returns the file written, or None (logged)."""
+        from daemon import paths
+        from daemon.snapshots import write_snapshot
+
+        snap = self._snapshots.get(int(slot))
+        mapping = self._state.mapping
+        src = mapping.path
+        if snap is None or (path is None and src is None):
+            self.snapshot_errors += 1
+            log.warning("snapshot %s not saved: %s", slot, "empty slot" if snap is None else "no mapping file")
+            return None
+        target = Path(path) if path is not None else (paths.user_copy_of(src) if paths.is_shipped(src) else Path(src))
+        try:
+            with self._save_lock:
+                if path is None and target != Path(src):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                write_snapshot(target, snap, model=mapping.model, source=src)
+        except Exception as exc:
+            self.snapshot_errors += 1
+            log.warning("snapshot %d not saved to %s: %s", snap.slot, target, exc)
+            return None
+        self.snapshot_saves += 1
+        log.info("snapshot %d (%s) saved to %s", snap.slot, snap.name, target)
+        return target
+
+    def recall_snapshot(self, slot: int) -> bool:
+        """Glide to snapshot ``slot`` (through the engine's latent smoothing); False if empty."""
+        with self._lock:
+            snap = self._snapshots.get(int(slot))
+            if snap is None or len(snap.latent) != len(self._latents):
+                self.snapshot_errors += 1
+                return False
+            self._latents = [float(v) for v in snap.latent]
+            self._send_latents()
+            for name, value in snap.params:
+                self._params[name] = value
+                self._send_param(name, value)
+            self.snapshot_recalls += 1
+            return True
+
+    def set_morph_pair(self, a: int, b: int) -> None:
+        self._morph_pair = (int(a), int(b))
+
+    @property
+    def morph_pair(self) -> tuple:
+        sn = self._state.mapping.snapshots
+        return self._morph_pair or (sn.morph_from, sn.morph_to)
+
+    def morph(self, x: float) -> bool:
+        """Set the sound to ``x`` (0..1) of the way between the two morph snapshots.
+
+        Latents and the parameters both snapshots hold are interpolated linearly; the
+        engine's latent smoothing makes the glide. False if a slot is empty."""
+        x = float(x)
+        if not math.isfinite(x):
+            raise ValueError("not a finite number")
+        x = min(1.0, max(0.0, x))
+        with self._lock:
+            a_slot, b_slot = self.morph_pair
+            a, b = self._snapshots.get(a_slot), self._snapshots.get(b_slot)
+            if a is None or b is None or len(a.latent) != len(self._latents) or len(b.latent) != len(a.latent):
+                self.snapshot_errors += 1
+                return False
+            self._latents = [va + x * (vb - va) for va, vb in zip(a.latent, b.latent)]
+            self._send_latents()
+            pb = dict(b.params)
+            for name, va in a.params:
+                if name in pb:
+                    v = va + x * (pb[name] - va)
+                    self._params[name] = v
+                    self._send_param(name, v)
+            return True
+
+    # ------------------------------------------------------------------ modulation
+    def tick(self, now: float | None = None) -> None:
+        """Advance the LFOs to ``now`` (``time.monotonic()`` by default) and send what moved.
+
+        Called by the control loop every turn (and by offline renderers per block); a
+        mapping without LFOs costs one attribute test."""
+        if not self._lfos.lfos:
+            return
+        now = time.monotonic() if now is None else float(now)
+        if now - self._t_emit < _LFO_EMIT_S:
+            return
+        self._t_emit = now
+        with self._lock:
+            new = self._lfos.values(now, self.clock)
+            for target, value in new.items():
+                if self._mod.get(target) == value:
+                    continue
+                self._mod[target] = value
+                if target[0] == "neuron":
+                    n = target[1]
+                    if n < len(self._latents):
+                        self._engine.set_latent(n, self._latents[n] + value)
+                else:
+                    base = self._params.get(target[1])
+                    if base is None:
+                        base = PARAMS_DEFAULTS.get(target[1], 0.0)
+                    self._send_param(target[1], base)
+
+    @property
+    def modulation(self) -> dict:
+        """Target -> what the LFOs add now (for tests and a status line)."""
+        return dict(self._mod)
 
     # ------------------------------------------------------------------ configuration
     def _remember_model(self, model) -> None:
@@ -296,6 +538,19 @@ class Mapper:
             eng.set_sustain(False)
         if previous is not None and previous.notes.channels != notes.channels:
             eng.all_notes_off()  # their note-offs may no longer be listened to
+        if model_changed and previous is not None:
+            self._snapshots = {}  # latents of another model mean nothing here
+        for snap in mapping.snapshots.slots:  # the file's slots win over stored ones
+            self._snapshots[snap.slot] = snap
+        if previous is None or previous.lfos != mapping.lfos:
+            self._lfos.configure(mapping.lfos, time.monotonic())
+            gone = [t for t in self._mod if t not in {lfo.target for lfo in mapping.lfos}]
+            for target in gone:  # an LFO removed: its target goes back to its own value
+                del self._mod[target]
+                if target[0] == "neuron" and target[1] < len(self._latents):
+                    eng.set_latent(target[1], self._latents[target[1]])
+                elif target[0] == "param" and target[1] in self._params:
+                    eng.set_param(target[1], self._params[target[1]])
 
     # ------------------------------------------------------------------ CC handling
     def _control_change(self, st: _State, ch: int, cc: int, value: int) -> None:
@@ -335,11 +590,53 @@ class Mapper:
         c = rt.control
         if c.neuron >= 0:
             self._latents[c.neuron] = value
-            self._engine.set_latent(c.neuron, value)
+            self._engine.set_latent(c.neuron, value + self._mod.get(("neuron", c.neuron), 0.0))
+        elif c.lfo >= 0:
+            self._params[c.engine_param] = value
+            self._lfos.set_field(c.lfo, c.engine_param.rsplit("_", 1)[1], value)
         else:
             self._params[c.engine_param] = value
-            self._engine.set_param(c.engine_param, value)
+            self._send_param(c.engine_param, value)
         rt.last_value = value
+
+    def _send_param(self, name: str, value: float) -> None:
+        mod = self._mod.get(("param", name))
+        if mod is not None:
+            lo, hi = PARAMS_LIMITS.get(name, (-math.inf, math.inf))
+            value = min(max(value + mod, lo), hi)
+        self._engine.set_param(name, value)
+
+    def _send_latents(self) -> None:
+        z = list(self._latents)
+        if self._mod:
+            for (kind, n), v in self._mod.items():
+                if kind == "neuron" and n < len(z):
+                    z[n] += v
+        self._engine.set_latents(z)
+
+    def _note_on_sources(self, st: _State, channel, velocity: int) -> None:
+        for rt in st.by_source.get("velocity", ()):
+            if channel is None or channel in rt.control.channels:
+                self._absolute(rt, velocity / 127.0)
+
+    # ------------------------------------------------------------------ snapshots from MIDI
+    def _snapshot_cc(self, st: _State, ch: int, cc: int, value: int) -> bool:
+        sn = st.mapping.snapshots
+        if sn.morph_cc is not None and cc == sn.morph_cc and ch in sn.morph_channels:
+            self.morph(value / 127.0)
+            return True
+        action = sn.key_action("cc", ch, cc)
+        if action is None:
+            return False
+        if value >= 64:
+            self._snapshot_action(*action)
+        return True
+
+    def _snapshot_action(self, what: str, slot: int) -> None:
+        if what == "recall":
+            self.recall_snapshot(slot)
+        else:
+            self.store_snapshot(slot)
 
     def _absolute(self, rt: _Runtime, pos: float) -> None:
         c = rt.control

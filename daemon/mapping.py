@@ -38,6 +38,12 @@ __all__ = [
     "Mapping",
     "NoteSettings",
     "Program",
+    "OscSettings",
+    "Snapshot",
+    "SnapshotSettings",
+    "Lfo",
+    "SOURCES",
+    "LFO_SHAPES",
     "load_mapping",
     "load_mapping_text",
     "read_mapping_text",
@@ -67,6 +73,14 @@ ENCODERS = ("absolute", "signed_bit", "signed_bit_2", "binary_offset", "twos_com
 PITCH_MODES = ("shift", "transpose", "tuned", "off")
 CURVES = ("linear", "exp", "log")
 VELOCITY_CURVES = {"linear": 1.0, "soft": 0.6, "hard": 1.7, "fixed": 1.0}
+# What moves a control besides a CC: channel pressure, polyphonic pressure (the latest
+# key's), the velocity of each new note (docs/modulation.md).
+SOURCES = ("cc", "aftertouch", "poly_aftertouch", "velocity")
+LFO_SHAPES = ("sine", "triangle", "random")
+_LFO_FIELDS = ("depth", "offset")
+_LFO_PARAM = re.compile(r"^lfo([1-9][0-9]?)_(depth|offset)$")
+MAX_SNAPSHOTS = 128  # slots 0..127 (as an OSC int, a program number, a note offset)
+MAX_LFOS = 32
 
 # Steepness of the named 'exp' / 'log' curves: exp(p) = (2**(K p) - 1) / (2**K - 1),
 # so half-way on the knob gives 1/5 of the range (fine control at the low end);
@@ -179,6 +193,8 @@ class Control:
     encoder: str  # 'absolute' or one of the relative conventions
     step: float  # relative encoders: fraction of the range per tick
     semitone_bins: float = 0.0  # shift in semitones: bins = semitone_bins * (2**(s/12) - 1)
+    source: str = "cc"  # 'cc' or one of SOURCES (then cc is -1)
+    lfo: int = -1  # param 'lfoN_depth'/'lfoN_offset': the LFO's index (0-based), else -1
 
     @property
     def target(self) -> tuple:
@@ -235,6 +251,93 @@ class Program:
 
 
 @dataclass(frozen=True)
+class OscSettings:
+    """The 'osc:' section (docs/osc.md): where OSC is heard and where state goes."""
+
+    port: int = 9000
+    host: str = "127.0.0.1"
+    feedback: tuple | None = None  # (host, port) of the state stream, or None
+    feedback_rate: float = 20.0  # state messages per second (each a few floats)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A named sound: a full latent vector and optional engine params (engine names)."""
+
+    slot: int
+    name: str
+    latent: tuple
+    params: tuple = ()  # ((engine_param, value), ...)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """The 'snapshots:' section (docs/snapshots.md)."""
+
+    slots: tuple = ()  # Snapshot, by slot number
+    channels: frozenset = frozenset()  # channels of the recall/store keys
+    recall_note: int | None = None  # note recall_note + k recalls slot k (k < count)
+    store_note: int | None = None
+    recall_cc: int | None = None  # CC recall_cc + k, value >= 64, recalls slot k
+    store_cc: int | None = None
+    count: int = 8
+    program_change: bool = False  # a program change with no 'programs:' entry recalls that slot
+    morph_cc: int | None = None
+    morph_channels: frozenset = frozenset()
+    morph_from: int = 0
+    morph_to: int = 1
+
+    def slot(self, number: int) -> Snapshot | None:
+        for s in self.slots:
+            if s.slot == number:
+                return s
+        return None
+
+    @staticmethod
+    def _index(first, number: int, count: int):
+        if first is None:
+            return None
+        k = number - first
+        return k if 0 <= k < count else None
+
+    def key_action(self, kind: str, channel: int, number: int):
+        """('recall' | 'store', slot) for a note or CC bound to snapshots, else None."""
+        if channel not in self.channels:
+            return None
+        rec, sto = (self.recall_note, self.store_note) if kind == "note" else (self.recall_cc, self.store_cc)
+        k = self._index(rec, number, self.count)
+        if k is not None:
+            return ("recall", k)
+        k = self._index(sto, number, self.count)
+        if k is not None:
+            return ("store", k)
+        return None
+
+
+@dataclass(frozen=True)
+class Lfo:
+    """One LFO of the 'lfos:' list (docs/modulation.md), added to one target."""
+
+    index: int
+    line: int
+    neuron: int  # -1 for a parameter
+    engine_param: str  # '' for a neuron
+    shape: str  # 'sine' | 'triangle' | 'random'
+    rate_hz: float  # free-running rate (0 when synced to beats)
+    beats: float  # cycle length in beats of the MIDI clock (0 when free-running)
+    depth: float  # peak deviation, in the target's unit
+    offset: float  # added to the target, in the target's unit
+    phase: float  # start phase 0..1
+    tempo: float  # BPM used for 'beats' until a MIDI clock arrives
+    limits: tuple  # the target's allowed values (clamped after adding)
+
+    @property
+    def target(self) -> tuple:
+        return ("neuron", self.neuron) if self.neuron >= 0 else ("param", self.engine_param)
+
+
+@dataclass(frozen=True)
 class Mapping:
     """A validated mapping. Build it with ``load_mapping``; never mutate it."""
 
@@ -253,6 +356,9 @@ class Mapping:
     default_takeover: str
     model: Any = field(default=None, compare=False, repr=False)
     effect: Any = None  # daemon.effect.EffectSettings from the 'effect:' section, or None
+    osc: OscSettings | None = None  # the 'osc:' section, or None (OSC off unless asked on the command line)
+    snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
+    lfos: tuple = ()  # Lfo, in file order
 
     def program(self, number: int) -> Program | None:
         for prog in self.programs:
@@ -607,7 +713,8 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
     channels = ctx.channels(top["channel"][1], "channel") if "channel" in top else ALL_CHANNELS
     takeover = ctx.choice(top["takeover"][1], "takeover", TAKEOVER_MODES) if "takeover" in top else "pickup"
 
-    controls = _controls(ctx, top.get("controls"), info, channels, takeover)
+    n_lfos = _count_lfos(top.get("lfos"))
+    controls = _controls(ctx, top.get("controls"), info, channels, takeover, n_lfos)
     notes = _notes(ctx, top.get("notes"), info, channels)
     bend_range, bend_channels = _pitch_bend(ctx, top.get("pitch_bend"), notes.channels)
     sustain_cc, sustain_channels = _sustain(ctx, top.get("sustain"), notes.channels)
@@ -617,6 +724,9 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
     base = path.parent if path is not None else Path.cwd()
     programs = _programs(ctx, top.get("programs"), base)
     effect = _effect(ctx, top.get("effect"), info)
+    osc = _osc(ctx, top.get("osc"))
+    snapshots = _snapshots(ctx, top.get("snapshots"), info, channels)
+    lfos = _lfos(ctx, top.get("lfos"), info)
 
     return Mapping(
         path=path,
@@ -634,20 +744,23 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
         default_takeover=takeover,
         model=model,
         effect=effect,
+        osc=osc,
+        snapshots=snapshots,
+        lfos=tuple(lfos),
     )
 
 
 _TOP_KEYS = (
     "version", "name", "description", "channel", "takeover", "initial_latent", "params",
-    "controls", "notes", "pitch_bend", "sustain", "programs", "effect",
+    "controls", "notes", "pitch_bend", "sustain", "programs", "effect", "osc", "snapshots", "lfos",
 )
 _CONTROL_KEYS = (
-    "cc", "channel", "neuron", "param", "label", "range", "curve", "invert", "takeover",
+    "cc", "source", "channel", "neuron", "param", "label", "range", "curve", "invert", "takeover",
     "resolution", "encoder", "step", "unit",
 )
 
 
-def _controls(ctx: _Ctx, item, info: _ModelInfo, channels, takeover) -> list:
+def _controls(ctx: _Ctx, item, info: _ModelInfo, channels, takeover, n_lfos: int = 0) -> list:
     if item is None:
         return []
     knode, node = item
@@ -656,18 +769,31 @@ def _controls(ctx: _Ctx, item, info: _ModelInfo, channels, takeover) -> list:
     items = ctx.sequence(node, "controls")
     if len(items) > MAX_CONTROLS:
         raise ctx.error(node, "controls", f"too many controls ({len(items)})", None, f"at most {MAX_CONTROLS}")
-    return [_control(ctx, i, cnode, info, channels, takeover) for i, cnode in enumerate(items)]
+    return [_control(ctx, i, cnode, info, channels, takeover, n_lfos) for i, cnode in enumerate(items)]
 
 
-def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeover) -> Control:
+def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeover, n_lfos: int = 0) -> Control:
     f = f"controls[{i}]"
     sec = ctx.section(node, f, _CONTROL_KEYS)
     line = node.start_mark.line + 1
-    if "cc" not in sec:
-        raise ctx.error(node, f"{f}.cc", "missing", None, "0..127", "add 'cc: <number>' (the controller number)")
-    cc = ctx.integer(sec["cc"][1], f"{f}.cc", 0, 127)
+    source = ctx.choice(sec["source"][1], f"{f}.source", SOURCES) if "source" in sec else "cc"
+    if source == "cc":
+        if "cc" not in sec:
+            raise ctx.error(node, f"{f}.cc", "missing", None, "0..127",
+                            "add 'cc: <number>' (the controller number) or 'source: aftertouch / poly_aftertouch / velocity'")
+        cc = ctx.integer(sec["cc"][1], f"{f}.cc", 0, 127)
+    else:
+        if "cc" in sec:
+            raise ctx.error(sec["cc"][0], f"{f}.cc", f"a control with 'source: {source}' has no CC; remove one of them")
+        for key in ("resolution", "encoder", "step"):
+            if key in sec:
+                raise ctx.error(sec[key][0], f"{f}.{key}", f"only applies to CCs, not 'source: {source}'")
+        cc = -1
     chans = ctx.channels(sec["channel"][1], f"{f}.channel") if "channel" in sec else channels
-    label = ctx.text(sec["label"][1], f"{f}.label") if "label" in sec else f"CC {cc}"
+    label = ctx.text(sec["label"][1], f"{f}.label") if "label" in sec else (f"CC {cc}" if cc >= 0 else source)
+    if source != "cc" and "takeover" not in sec:
+        default_takeover = "jump"  # expression follows the hand at once
+    lfo = -1
 
     if ("neuron" in sec) == ("param" in sec):
         raise ctx.error(
@@ -686,8 +812,23 @@ def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeov
         if "unit" in sec:
             raise ctx.error(sec["unit"][0], f"{f}.unit", "only applies to 'param: shift'")
     else:
-        param = ctx.choice(sec["param"][1], f"{f}.param", tuple(PARAMS))
-        spec = PARAMS[param]
+        pv = ctx.scalar(sec["param"][1], f"{f}.param")
+        m = _LFO_PARAM.match(pv.strip().lower()) if isinstance(pv, str) else None
+        if m is not None:
+            lfo = int(m.group(1)) - 1
+            if lfo >= n_lfos:
+                raise ctx.error(sec["param"][1], f"{f}.param", "no such LFO", pv,
+                                f"lfo1..lfo{n_lfos} (the 'lfos:' list has {n_lfos})" if n_lfos else "add an 'lfos:' list first")
+            param = engine_param = f"lfo{lfo + 1}_{m.group(2)}"
+            spec = _ParamSpec(engine_param, "", (-_LATENT_LIMIT * 10, _LATENT_LIMIT * 10), (0.0, 1.0), "linear")
+            if m.group(2) == "offset":
+                spec = _ParamSpec(engine_param, "", spec.limits, (-1.0, 1.0), "linear")
+        else:
+            param = ctx.choice(sec["param"][1], f"{f}.param", tuple(PARAMS) + ("lfoN_depth", "lfoN_offset"))
+            if param not in PARAMS:
+                raise ctx.error(sec["param"][1], f"{f}.param", "unknown value", pv,
+                                ", ".join(PARAMS) + ", lfoN_depth, lfoN_offset")
+            spec = PARAMS[param]
         neuron = -1
         engine_param = spec.engine_name
         unit, limits, default_range, default_curve = spec.unit, spec.limits, spec.default_range, spec.default_curve
@@ -760,7 +901,7 @@ def _control(ctx: _Ctx, i: int, node, info: _ModelInfo, channels, default_takeov
         index=i, line=line, label=label, cc=cc, channels=chans, neuron=neuron, param=param,
         engine_param=engine_param, low=float(low), high=float(high), unit=unit, curve=curve,
         exponent=exponent, invert=invert, takeover=takeover, resolution=resolution,
-        encoder=encoder, step=step, semitone_bins=semitone_bins,
+        encoder=encoder, step=step, semitone_bins=semitone_bins, source=source, lfo=lfo,
     )
 
 
@@ -848,51 +989,214 @@ def _check_conflicts(ctx: _Ctx, controls, sustain_cc, sustain_channels) -> None:
 
 
 def _initial_latent(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
-    values = list(info.latent_default)
     if item is None:
-        return tuple(values)
-    node = item[1]
+        return tuple(info.latent_default)
+    return _latent_vector(ctx, item[1], info, "initial_latent")
+
+
+def _latent_vector(ctx: _Ctx, node, info: _ModelInfo, fieldname: str) -> tuple:
+    """'default', a list of latent_dim numbers (null = default), or {neuron: value}."""
+    values = list(info.latent_default)
     lim = (-_LATENT_LIMIT, _LATENT_LIMIT)
     if isinstance(node, yaml.ScalarNode):
-        v = ctx.scalar(node, "initial_latent")
+        v = ctx.scalar(node, fieldname)
         if isinstance(v, str) and v.strip().lower() in ("default", "model"):
             return tuple(values)
-        raise ctx.error(node, "initial_latent", "unknown value", v,
+        raise ctx.error(node, fieldname, "unknown value", v,
                         f"default, a list of {info.latent_dim} numbers, or a section 'neuron: value'")
     if isinstance(node, yaml.SequenceNode):
         if len(node.value) != info.latent_dim:
-            raise ctx.error(node, "initial_latent", f"needs {info.latent_dim} values (latent_dim)", len(node.value))
+            raise ctx.error(node, fieldname, f"needs {info.latent_dim} values (latent_dim)", len(node.value))
         return tuple(
-            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, f"initial_latent[{i}]", "-1000..1000") is None)
-            else ctx.number(n, f"initial_latent[{i}]", *lim)
+            info.latent_default[i] if (isinstance(n, yaml.ScalarNode) and ctx.scalar(n, f"{fieldname}[{i}]", "-1000..1000") is None)
+            else ctx.number(n, f"{fieldname}[{i}]", *lim)
             for i, n in enumerate(node.value)
         )
-    sec = ctx.section(node, "initial_latent", ())
+    sec = ctx.section(node, fieldname, ())
     for key, (kn, vn) in sec.items():
         if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < info.latent_dim:
-            raise ctx.error(kn, f"initial_latent.{key}", "not a neuron number", key, f"0..{info.latent_dim - 1}")
-        values[key] = ctx.number(vn, f"initial_latent.{key}", *lim)
+            raise ctx.error(kn, f"{fieldname}.{key}", "not a neuron number", key, f"0..{info.latent_dim - 1}")
+        values[key] = ctx.number(vn, f"{fieldname}.{key}", *lim)
     return tuple(values)
 
 
-def _params(ctx: _Ctx, item, info: _ModelInfo) -> tuple:
+def _params(ctx: _Ctx, item, info: _ModelInfo, fieldname: str = "params") -> tuple:
     if item is None:
         return ()
-    sec = ctx.section(item[1], "params", tuple(PARAMS) + ("shift_semitones",))
+    sec = ctx.section(item[1], fieldname, tuple(PARAMS) + ("shift_semitones",))
     out = []
     for key, (_, vn) in sec.items():
         if key == "shift_semitones":
-            s = ctx.number(vn, "params.shift_semitones", *_SEMITONE_LIMITS, unit=" semitones")
+            s = ctx.number(vn, f"{fieldname}.shift_semitones", *_SEMITONE_LIMITS, unit=" semitones")
             f_ref = 440.0 * 2.0 ** ((info.reference_note - 69) / 12.0)
             out.append(("shift_bins", f_ref * info.n_fft / info.sample_rate * (2.0 ** (s / 12.0) - 1.0)))
             continue
         spec = PARAMS[key]
         u = f" {spec.unit}" if spec.unit != "0..1" else ""
-        out.append((spec.engine_name, ctx.number(vn, f"params.{key}", *spec.limits, unit=u)))
+        out.append((spec.engine_name, ctx.number(vn, f"{fieldname}.{key}", *spec.limits, unit=u)))
     names = [n for n, _ in out]
     if names.count("shift_bins") > 1:
-        raise ctx.error(item[1], "params", "give either shift or shift_semitones, not both")
+        raise ctx.error(item[1], fieldname, "give either shift or shift_semitones, not both")
     return tuple(out)
+
+
+def _address(ctx: _Ctx, node, fieldname: str) -> tuple:
+    """'host:port' or a port alone (host 127.0.0.1) -> (host, port)."""
+    v = ctx.scalar(node, fieldname, "a port 1..65535 or 'host:port'")
+    if isinstance(v, int) and not isinstance(v, bool):
+        return ("127.0.0.1", ctx.integer(node, fieldname, 1, 65535, " (a UDP port)"))
+    text = str(v).strip() if isinstance(v, str) else ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535 or len(text) > 300:
+        raise ctx.error(node, fieldname, "not an address", v, "a port 1..65535 or 'host:port' (e.g. 127.0.0.1:9001)")
+    return (host.strip("[]"), int(port))
+
+
+def _osc(ctx: _Ctx, item):
+    """The 'osc:' section, or None. ``osc: on`` takes every default."""
+    if item is None:
+        return None
+    node = item[1]
+    if isinstance(node, yaml.ScalarNode):
+        v = ctx.scalar(node, "osc", "on, off, a port, or a section")
+        if v is False or v is None:
+            return None
+        if v is True:
+            return OscSettings()
+        return OscSettings(port=ctx.integer(node, "osc", 1, 65535, " (a UDP port)"))
+    sec = ctx.section(node, "osc", ("port", "host", "feedback", "feedback_rate"))
+    st = OscSettings()
+    port = ctx.integer(sec["port"][1], "osc.port", 1, 65535, " (a UDP port)") if "port" in sec else st.port
+    host = st.host
+    if "host" in sec:
+        host = ctx.text(sec["host"][1], "osc.host").strip()
+        if not host or len(host) > 253:
+            raise ctx.error(sec["host"][1], "osc.host", "not an address", host, "an IP address or host name")
+    feedback = _address(ctx, sec["feedback"][1], "osc.feedback") if "feedback" in sec else None
+    rate = ctx.number(sec["feedback_rate"][1], "osc.feedback_rate", 1.0, 100.0, " messages/s") \
+        if "feedback_rate" in sec else st.feedback_rate
+    return OscSettings(port=port, host=host, feedback=feedback, feedback_rate=rate)
+
+
+def _snapshots(ctx: _Ctx, item, info: _ModelInfo, channels) -> SnapshotSettings:
+    if item is None:
+        return SnapshotSettings()
+    node = item[1]
+    sec = ctx.section(node, "snapshots", ("slots", "channel", "recall", "store", "count",
+                                          "program_change", "morph"))
+    slots = []
+    if "slots" in sec:
+        ssec = ctx.section(sec["slots"][1], "snapshots.slots", ())
+        for key, (kn, vn) in ssec.items():
+            f = f"snapshots.slots.{key}"
+            if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < MAX_SNAPSHOTS:
+                raise ctx.error(kn, f, "not a slot number", key, f"0..{MAX_SNAPSHOTS - 1}")
+            if isinstance(vn, yaml.SequenceNode):  # a bare latent list
+                slots.append(Snapshot(key, f"snapshot {key}", _latent_vector(ctx, vn, info, f), (),
+                                      kn.start_mark.line + 1))
+                continue
+            one = ctx.section(vn, f, ("name", "latent", "params"))
+            if "latent" not in one:
+                raise ctx.error(vn, f"{f}.latent", "missing", None,
+                                f"a list of {info.latent_dim} numbers or 'neuron: value'")
+            name = ctx.text(one["name"][1], f"{f}.name") if "name" in one else f"snapshot {key}"
+            latent = _latent_vector(ctx, one["latent"][1], info, f"{f}.latent")
+            params = _params(ctx, one.get("params"), info, f"{f}.params")
+            slots.append(Snapshot(key, name, latent, params, kn.start_mark.line + 1))
+    chans = ctx.channels(sec["channel"][1], "snapshots.channel") if "channel" in sec else channels
+    count = ctx.integer(sec["count"][1], "snapshots.count", 1, MAX_SNAPSHOTS) if "count" in sec else 8
+    keys = {}
+    for what in ("recall", "store"):
+        keys[what] = (None, None)
+        if what not in sec:
+            continue
+        ksec = ctx.section(sec[what][1], f"snapshots.{what}", ("note", "cc"))
+        if ("note" in ksec) == ("cc" in ksec):
+            raise ctx.error(sec[what][1], f"snapshots.{what}", "needs exactly one of note / cc", None,
+                            "note: <first note> or cc: <first CC>")
+        if "note" in ksec:
+            keys[what] = (ctx.integer(ksec["note"][1], f"snapshots.{what}.note", 0, 127 - count + 1,
+                                      f" (the first of {count} notes)"), None)
+        else:
+            keys[what] = (None, ctx.integer(ksec["cc"][1], f"snapshots.{what}.cc", 0, 127 - count + 1,
+                                            f" (the first of {count} CCs)"))
+    for kind, idx in (("note", 0), ("cc", 1)):
+        a, b = keys["recall"][idx], keys["store"][idx]
+        if a is not None and b is not None and abs(a - b) < count:
+            raise ctx.error(sec["store"][1], f"snapshots.store.{kind}",
+                            f"overlaps the recall {kind}s ({a}..{a + count - 1})", b, "another first number")
+    prog = ctx.boolean(sec["program_change"][1], "snapshots.program_change") if "program_change" in sec else False
+    morph_cc = None
+    morph_chans = channels
+    m_from, m_to = 0, 1
+    if "morph" in sec:
+        msec = ctx.section(sec["morph"][1], "snapshots.morph", ("cc", "channel", "from", "to"))
+        if "cc" in msec:
+            morph_cc = ctx.integer(msec["cc"][1], "snapshots.morph.cc", 0, 127)
+        if "channel" in msec:
+            morph_chans = ctx.channels(msec["channel"][1], "snapshots.morph.channel")
+        if "from" in msec:
+            m_from = ctx.integer(msec["from"][1], "snapshots.morph.from", 0, MAX_SNAPSHOTS - 1, " (a slot)")
+        if "to" in msec:
+            m_to = ctx.integer(msec["to"][1], "snapshots.morph.to", 0, MAX_SNAPSHOTS - 1, " (a slot)")
+    return SnapshotSettings(
+        slots=tuple(sorted(slots, key=lambda x: x.slot)), channels=chans,
+        recall_note=keys["recall"][0], store_note=keys["store"][0],
+        recall_cc=keys["recall"][1], store_cc=keys["store"][1], count=count,
+        program_change=prog, morph_cc=morph_cc, morph_channels=morph_chans, morph_from=m_from, morph_to=m_to,
+    )
+
+
+def _count_lfos(item) -> int:
+    node = item[1] if item is not None else None
+    return len(node.value) if isinstance(node, yaml.SequenceNode) else 0
+
+
+def _lfos(ctx: _Ctx, item, info: _ModelInfo) -> list:
+    if item is None:
+        return []
+    node = item[1]
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+        return []
+    items = ctx.sequence(node, "lfos")
+    if len(items) > MAX_LFOS:
+        raise ctx.error(node, "lfos", f"too many LFOs ({len(items)})", None, f"at most {MAX_LFOS}")
+    out = []
+    for i, lnode in enumerate(items):
+        f = f"lfos[{i}]"
+        sec = ctx.section(lnode, f, ("neuron", "param", "shape", "rate", "beats", "depth", "offset",
+                                     "phase", "tempo", "label"))
+        if ("neuron" in sec) == ("param" in sec):
+            raise ctx.error(lnode, f, "needs exactly one target", None,
+                            f"'neuron: 0..{info.latent_dim - 1}' or 'param: {' / '.join(PARAMS)}'")
+        if "neuron" in sec:
+            neuron = ctx.integer(sec["neuron"][1], f"{f}.neuron", 0, info.latent_dim - 1,
+                                 f" (this model has latent_dim={info.latent_dim})")
+            engine_param = ""
+            limits = (-_LATENT_LIMIT, _LATENT_LIMIT)
+            unit = ""
+        else:
+            param = ctx.choice(sec["param"][1], f"{f}.param", tuple(PARAMS))
+            neuron = -1
+            engine_param = PARAMS[param].engine_name
+            limits = PARAMS[param].limits
+            unit = f" {PARAMS[param].unit}"
+        shape = ctx.choice(sec["shape"][1], f"{f}.shape", LFO_SHAPES) if "shape" in sec else "sine"
+        if ("rate" in sec) == ("beats" in sec):
+            raise ctx.error(lnode, f, "needs exactly one of rate (Hz) / beats (synced to MIDI clock)", None,
+                            "'rate: 0.5' or 'beats: 1'")
+        rate = ctx.number(sec["rate"][1], f"{f}.rate", 0.001, 50.0, " Hz") if "rate" in sec else 0.0
+        beats = ctx.number(sec["beats"][1], f"{f}.beats", 1.0 / 64.0, 256.0, " beats") if "beats" in sec else 0.0
+        span = limits[1] - limits[0]
+        depth = ctx.number(sec["depth"][1], f"{f}.depth", -span, span, unit) if "depth" in sec else 0.0
+        offset = ctx.number(sec["offset"][1], f"{f}.offset", -span, span, unit) if "offset" in sec else 0.0
+        phase = ctx.number(sec["phase"][1], f"{f}.phase", 0.0, 1.0, " (of a cycle)") if "phase" in sec else 0.0
+        tempo = ctx.number(sec["tempo"][1], f"{f}.tempo", 20.0, 400.0, " BPM") if "tempo" in sec else 120.0
+        if "label" in sec:
+            ctx.text(sec["label"][1], f"{f}.label")
+        out.append(Lfo(i, lnode.start_mark.line + 1, neuron, engine_param, shape, rate, beats, depth,
+                       offset, phase, tempo, limits))
+    return out
 
 
 def _effect(ctx: _Ctx, item, info: _ModelInfo):

@@ -10,6 +10,9 @@ Threads in the instrument process
   ``engine.render`` per block. Nothing else happens there.
 - **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
   Python runs there (the control loop pumps them out every 2 ms).
+- **OSC** (``daemon.osc``, when asked): no thread of its own; its UDP socket
+  (127.0.0.1 unless another address is asked for) is drained and parsed by the
+  control loop every turn, and the state stream is sent from there.
 - **main / control**: everything else, in one loop that sleeps 2 ms per turn —
   drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every second
   poll the MIDI ports (reconnect), the mapping file (hot reload), write the
@@ -69,6 +72,8 @@ class RunOptions:
     watchdog_s: float = 2.0
     fade_s: float = 0.05
     control_period_s: float = 0.002
+    osc_port: int | None = None  # --osc-port (else the mapping's 'osc:' section, else no OSC)
+    osc_host: str | None = None  # --osc-host (default 127.0.0.1)
 
 
 def _setup_realtime_python() -> None:
@@ -95,6 +100,7 @@ class Instrument:
         self.midi = None
         self.audio = None
         self._coalesce = None
+        self.osc = None
         self._t_start = time.monotonic()
 
     # -- building ---------------------------------------------------------------
@@ -138,6 +144,7 @@ class Instrument:
             self.engine.render(len(warm), out=warm)
         self.audio.set_source(self.engine.render)
         self.midi = MidiInput(api=opts.midi_api, patterns=opts.midi_in, virtual=opts.virtual)
+        self.osc = _make_osc(opts, mapping, self.mapper, self.engine)
         self.midi.on_reconnect = self._on_midi_reconnect
 
     def _build_mapper(self, model, mapping) -> None:
@@ -204,7 +211,8 @@ class Instrument:
     def loop(self) -> int:
         """Control loop until a stop is requested or the audio watchdog fires."""
         period = self.opts.control_period_s
-        midi, mapper, audio = self.midi, self.mapper, self.audio
+        midi, mapper, audio, osc = self.midi, self.mapper, self.audio, self.osc
+        tick = getattr(mapper, "tick", None)  # LFOs (daemon.modulation)
         next_tick = time.monotonic() + 0.25
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
         ticks = 0
@@ -216,6 +224,11 @@ class Instrument:
                         mapper.handle(msg)
                     except Exception as exc:  # the Mapper never raises by contract; belt and braces
                         log.warning("MIDI %s ignored: %s", msg, exc)
+            if osc is not None:
+                osc.poll()
+                osc.send_state()
+            if tick is not None:
+                tick()
             if self.reload_requested:
                 self.reload_requested = False
                 self._reload(forced=True)
@@ -299,6 +312,8 @@ class Instrument:
                 log.warning("audio stream did not close (audio server gone?)")
         if self.midi is not None:
             self.midi.close()
+        if self.osc is not None:
+            self.osc.close()
         console = _console()
         if console is not None:
             console.end_status()
@@ -323,6 +338,23 @@ def _coalesce_predicate(mapper):
     if fn is None:
         return None  # unknown: keep every message (correct, just slower under a flood)
     return fn
+
+
+def _make_osc(opts: RunOptions, mapping, mapper, engine):
+    """The OSC server the command line or the mapping's 'osc:' section asks for, or None."""
+    cfg = getattr(mapping, "osc", None)
+    if opts.osc_port is None and cfg is None:
+        return None
+    from daemon.osc import DEFAULT_PORT, LOOPBACK, OscServer
+
+    port = opts.osc_port if opts.osc_port is not None else cfg.port
+    host = opts.osc_host or (cfg.host if cfg is not None else LOOPBACK)
+    try:
+        return OscServer(mapper, engine, host=host, port=port or DEFAULT_PORT,
+                         feedback=cfg.feedback if cfg is not None else None,
+                         feedback_rate=cfg.feedback_rate if cfg is not None else 20.0)
+    except OSError as exc:
+        raise CanneError(str(exc)) from None
 
 
 def _make_reloader(path, model, mapper):
