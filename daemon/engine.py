@@ -33,6 +33,16 @@ Threading: control methods (``note_on`` ... ``set_model``) may be called from
 any one control thread; they append to a queue (``collections.deque``: atomic
 append/popleft) and return at once. ``render`` runs on the audio side and is the
 only place that touches DSP state.
+
+Overload: at most ``NOTE_EVENTS_PER_HOP`` note events (on and off), of which at most
+``NOTE_ONS_PER_HOP`` note-ons, are applied per hop (a note-on costs a new voice's phase
+priming). The excess is coalesced per key — the latest state wins (a note-on and its
+note-off in the same overflow cancel; a held key gets its note-off) — and applied,
+oldest key first, at the next hops; an all-notes-off drops what is pending. Other events
+(knobs, pedal, bend, parameters) are all applied in order each hop (cheap; the latest
+value per target is what remains). Rendered voices are capped at the polyphony,
+releases included (:mod:`daemon.voices`). ``stats.cpu_load`` is the render time of the
+hops over their duration (about the last second), measured here, where the work is.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from daemon.phase import RTPGHI
 from daemon.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
 from daemon.voices import DECAY, VoiceBank
 
-__all__ = ["Engine", "EngineStats", "PARAMS"]
+__all__ = ["Engine", "EngineStats", "PARAMS", "NOTE_EVENTS_PER_HOP", "NOTE_ONS_PER_HOP"]
 
 PARAMS = {
     # name: (default, low, high)
@@ -63,6 +73,9 @@ PARAMS = {
     "shift_wrap": (0.0, 0.0, 1.0),
 }
 VOICE_RMS = 0.1  # -20 dBFS per voice at full velocity, gain_db 0
+NOTE_EVENTS_PER_HOP = 32  # note-ons + note-offs applied per hop at most (the rest coalesced)
+NOTE_ONS_PER_HOP = 8  # of which note-ons (new voices, including ones that waited for a row)
+_LOAD_WINDOW_S = 1.0  # cpu_load: render time / audio time over about this long
 _SPARE_ROWS = 8  # rows for voices fading out after a steal
 
 
@@ -71,11 +84,15 @@ class EngineStats:
 
     ``active_voices`` (rows sounding or fading), ``hops_rendered``, ``last_hop_ms`` /
     ``max_hop_ms`` (wall time of one hop's rendering, ms), ``decodes`` (decoder calls),
-    ``stolen_voices``, ``nonfinite_blocks`` (hops muted for NaN/Inf), ``model_switches``.
+    ``stolen_voices``, ``nonfinite_blocks`` (hops muted for NaN/Inf), ``model_switches``,
+    ``max_active_voices`` (most rows rendered in one hop), ``coalesced_notes`` (note
+    events over the per-hop budget, coalesced per key), ``cpu_load`` / ``cpu_peak``
+    (render time over audio time, mean and worst hop, over about the last second).
     """
 
     __slots__ = ("active_voices", "hops_rendered", "last_hop_ms", "max_hop_ms", "decodes",
-                 "stolen_voices", "nonfinite_blocks", "model_switches")
+                 "stolen_voices", "nonfinite_blocks", "model_switches", "max_active_voices",
+                 "coalesced_notes", "cpu_load", "cpu_peak")
 
     def __init__(self):
         self.active_voices = 0
@@ -86,6 +103,10 @@ class EngineStats:
         self.stolen_voices = 0
         self.nonfinite_blocks = 0
         self.model_switches = 0
+        self.max_active_voices = 0
+        self.coalesced_notes = 0
+        self.cpu_load = 0.0
+        self.cpu_peak = 0.0
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -461,6 +482,15 @@ class Engine:
         self._reference_note = int(model.reference_note if reference_note is None else reference_note)
         self._bend = 0.0
         self._events: collections.deque = collections.deque()
+        # note events over the per-hop budget: note -> (velocity, 0 = off; pedal at the off)
+        self._pending: dict[int, tuple[int, bool]] = {}
+        self.note_events_per_hop = NOTE_EVENTS_PER_HOP
+        self.note_ons_per_hop = NOTE_ONS_PER_HOP
+        self._on_ev = self._ev_note_on  # the queue's note events are told apart by identity
+        self._off_ev = self._ev_note_off
+        self._load_s = 0.0  # render seconds / audio seconds since cpu_load was last set
+        self._load_audio_s = 0.0
+        self._load_peak = 0.0
         self._n_switches = 0
         self._core = self._make_core(model, int(polyphony))
         # the model the control thread last handed over: control calls validate
@@ -518,7 +548,9 @@ class Engine:
     @property
     def idle(self) -> bool:
         """True when no voice sounds (or fades) and no control event is pending."""
-        return not self._events and self._core.voices.n_active == 0 and not self._old
+        vb = self._core.voices
+        return (not self._events and not self._pending and vb.n_active == 0 and not vb.waiting
+                and not self._old)
 
     @property
     def params(self) -> dict:
@@ -537,15 +569,15 @@ class Engine:
         if not 0 <= note <= 127:
             raise ValueError(f"note={note}: must be a MIDI note 0..127")
         if velocity <= 0:
-            self._events.append((self._ev_note_off, (note,)))
+            self._events.append((self._off_ev, (note,)))
             return
-        self._events.append((self._ev_note_on, (note, min(velocity, 127))))
+        self._events.append((self._on_ev, (note, min(velocity, 127))))
 
     def note_off(self, note: int) -> None:
         note = int(note)
         if not 0 <= note <= 127:
             raise ValueError(f"note={note}: must be a MIDI note 0..127")
-        self._events.append((self._ev_note_off, (note,)))
+        self._events.append((self._off_ev, (note,)))
 
     def set_sustain(self, on: bool) -> None:
         self._events.append((self._ev_sustain, (bool(on),)))
@@ -621,8 +653,8 @@ class Engine:
         vb.note_on(note, velocity)
         self.stats.stolen_voices += vb.stolen_count - before
 
-    def _ev_note_off(self, note):
-        self._core.voices.note_off(note)
+    def _ev_note_off(self, note, sustain=None):
+        self._core.voices.note_off(note, sustain)
 
     def _ev_sustain(self, on):
         self._core.voices.set_sustain(on)
@@ -648,12 +680,16 @@ class Engine:
         self._reference_note = ref
 
     def _ev_all_off(self):
+        self._pending.clear()
         self._core.voices.all_notes_off()
         for core in self._old:
             core.voices.all_notes_off()
 
     def _ev_polyphony(self, n):
-        self._core.voices.set_polyphony(n)
+        vb = self._core.voices
+        before = vb.stolen_count
+        vb.set_polyphony(n)
+        self.stats.stolen_voices += vb.stolen_count - before
 
     def _ev_model(self, new: _Core):
         old = self._core
@@ -673,6 +709,12 @@ class Engine:
             v.stage = DECAY  # toward sustain; the level carries over
             v.held = held  # a key already up stays up: only the pedal holds it
             v.sustained = not held
+        for w in old.voices.waiting:  # notes that were waiting for a row of the old core
+            row = vb.note_on(w.note, w.velocity)
+            v = vb.voices[row] if row is not None else vb.waiting[-1]
+            v.held = w.held
+            v.sustained = w.sustained
+        old.voices.waiting.clear()
         # fade the old core out over one hop; the new core's voices ramp in from 0
         for i in range(old.voices.n_active):
             v = old.voices.voices[i]
@@ -687,18 +729,53 @@ class Engine:
             self._alloc_hop(new.hop)
 
     # ------------------------------------------------------------------ render
-    def _render_hop(self) -> None:
-        t0 = time.perf_counter()
+    def _apply_events(self) -> None:
+        """Apply the queued control events, note events within the per-hop budget."""
+        n_all = self.note_events_per_hop
+        n_on = self.note_ons_per_hop - len(self._core.voices.waiting)  # those start now
+        pending = self._pending
+        while pending:  # what was coalesced at earlier hops, oldest key first
+            note, (vel, pedal) = next(iter(pending.items()))
+            if n_all <= 0 or (vel and n_on <= 0):
+                break
+            del pending[note]
+            n_all -= 1
+            try:
+                if vel:
+                    n_on -= 1
+                    self._ev_note_on(note, vel)
+                else:
+                    self._ev_note_off(note, pedal)
+            except Exception:  # never raise into the audio path
+                pass
         events = self._events
+        on_ev = self._on_ev
+        off_ev = self._off_ev
         while events:
             try:
                 fn, args = events.popleft()
             except IndexError:
                 break
+            if fn is on_ev or fn is off_ev:
+                note = args[0]
+                vel = args[1] if fn is on_ev else 0
+                if note in pending or n_all <= 0 or (vel and n_on <= 0):
+                    # over budget: the latest state of this key wins (an off remembers
+                    # whether the pedal was down when it came)
+                    pending[note] = (vel, self._core.voices.sustain)
+                    self.stats.coalesced_notes += 1
+                    continue
+                n_all -= 1
+                if vel:
+                    n_on -= 1
             try:
                 fn(*args)
             except Exception:  # never raise into the audio path
                 pass
+
+    def _render_hop(self) -> None:
+        t0 = time.perf_counter()
+        self._apply_events()
         mix = self._mix
         core = self._core
         mix[:] = core.render_hop(self)
@@ -724,11 +801,25 @@ class Engine:
         self._pos = 0
         st = self.stats
         st.hops_rendered += 1
-        st.active_voices = core.voices.n_active
-        ms = (time.perf_counter() - t0) * 1000.0
+        n = core.voices.n_active
+        st.active_voices = n
+        if n > st.max_active_voices:
+            st.max_active_voices = n
+        dt = time.perf_counter() - t0
+        ms = dt * 1000.0
         st.last_hop_ms = ms
         if ms > st.max_hop_ms:
             st.max_hop_ms = ms
+        # CPU figure: render time over the audio time it produced (~ the last second)
+        audio_s = self._hop / self.sample_rate
+        self._load_s += dt
+        self._load_audio_s += audio_s
+        if dt > self._load_peak * audio_s:
+            self._load_peak = dt / audio_s
+        if self._load_audio_s >= _LOAD_WINDOW_S:
+            st.cpu_load = self._load_s / self._load_audio_s
+            st.cpu_peak = self._load_peak
+            self._load_s = self._load_audio_s = self._load_peak = 0.0
 
     def render(self, n: int, out: np.ndarray | None = None) -> np.ndarray:
         """Render the next ``n`` samples into ``out`` [>= n] (or a new float32 [n]); |y| <= 1.

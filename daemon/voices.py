@@ -9,9 +9,14 @@ its DSP state).
 Envelope: linear attack to 1, exponential decay to the sustain level, exponential
 release (-60 dB after ``release_ms``), then a linear fade to exact zero over one
 hop, after which the voice is freed. Gains are computed at hop boundaries and the
-engine interpolates them per sample, so there is no zipper noise. A stolen voice
-(polyphony exceeded: the oldest sounding note) gets a fast release of
-``steal_ms`` and keeps its row until it is silent; the new note takes a fresh row.
+engine interpolates them per sample, so there is no zipper noise.
+
+Hard cap: at most ``polyphony`` rows are rendered, releasing voices included. A note-on
+that finds every row taken *cuts* one voice — the oldest release first, else the oldest
+sounding note (counted as stolen) — with a linear fade of ``steal_ms`` (at most one hop)
+after which its row is freed, and the note waits for that row: it starts at the next hop
+(``waiting``; a note-off or all-notes-off before then cancels it). A retriggered note
+releases its old voice with the same fast fade.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Voice", "VoiceBank", "Envelope"]
+__all__ = ["Voice", "VoiceBank", "Envelope", "Waiting"]
 
 ATTACK, DECAY, SUSTAIN, RELEASE, FADE, DONE = range(6)
 _RELEASE_FLOOR = 1e-4  # -80 dB: from here a linear fade to 0 over one hop
@@ -69,13 +74,15 @@ class Envelope:
             lvl = self.sustain_level
         elif st == RELEASE:
             ms = v.release_ms
+            if v.cut:  # freeing its row for a waiting note: silent by the end of this hop
+                ms = min(ms, hop_ms)
             if ms <= hop_ms:  # short release (or a steal): a linear fade of ms
                 v.knee = max(ms / hop_ms, 1e-6)
                 lvl = 0.0
             else:
                 lvl *= math.exp(-6.907755 * hop_ms / ms)
             if lvl <= _RELEASE_FLOOR:
-                st = FADE
+                st = DONE if v.cut and lvl == 0.0 else FADE
         elif st == FADE:
             lvl = 0.0
             st = DONE
@@ -86,7 +93,7 @@ class Envelope:
 
 class Voice:
     __slots__ = ("note", "velocity_gain", "stage", "level", "age", "held", "sustained",
-                 "release_ms", "stolen", "primed", "knee")
+                 "release_ms", "stolen", "primed", "knee", "cut")
 
     def __init__(self):
         self.note = -1
@@ -100,6 +107,20 @@ class Voice:
         self.stolen = False
         self.primed = False
         self.knee = 1.0
+        self.cut = False  # faded out to free its row for a waiting note
+
+
+class Waiting:
+    """A note-on waiting for a row (the hard cap was reached); starts at the next hop."""
+
+    __slots__ = ("note", "velocity", "age", "held", "sustained")
+
+    def __init__(self, note: int, velocity: int, age: int):
+        self.note = note
+        self.velocity = velocity
+        self.age = age
+        self.held = True
+        self.sustained = False
 
 
 class VoiceBank:
@@ -110,7 +131,7 @@ class VoiceBank:
     n_rows : int
         Physical rows (max polyphony plus spares for voices fading out after a steal).
     polyphony : int
-        Logical limit on sounding (not stolen) voices.
+        Rows rendered at most, releasing voices included (see the module docstring).
     on_move : callable(src, dst)
         Called when row ``src`` is moved into row ``dst``.
     """
@@ -125,7 +146,9 @@ class VoiceBank:
         self.sustain = False
         self._on_move = on_move
         self._clock = 0
-        self.stolen_count = 0
+        self.stolen_count = 0  # sounding notes cut or stolen, waiting notes dropped
+        self.cut_count = 0  # voices cut to free a row (releases and sounding notes)
+        self.waiting: list[Waiting] = []
         # per-hop gains (start, end) for the packed rows
         self.g0 = np.zeros(n_rows)
         self.g1 = np.zeros(n_rows)
@@ -138,7 +161,7 @@ class VoiceBank:
         return v ** self.velocity_curve
 
     def note_on(self, note: int, velocity: int) -> int | None:
-        """Start a note; returns its row (to reset DSP state), or None if no row."""
+        """Start a note; returns its row, or None when it waits for a row (next hop)."""
         self._clock += 1
         # retrigger of a sounding note: release the old one quickly (a new voice starts)
         for i in range(self.n_active):
@@ -146,17 +169,22 @@ class VoiceBank:
             if v.note == note and v.stage < RELEASE and not v.stolen:
                 self._release(v, self.env.steal_ms)
                 v.stolen = True
-        sounding = [i for i in range(self.n_active) if not self.voices[i].stolen
-                    and self.voices[i].stage < RELEASE]
-        if len(sounding) >= self.polyphony:
-            # steal: the oldest sounding voices beyond the limit
-            sounding.sort(key=lambda i: self.voices[i].age)
-            for i in sounding[: len(sounding) - self.polyphony + 1]:
-                self._release(self.voices[i], self.env.steal_ms)
-                self.voices[i].stolen = True
+        if self.waiting:  # the same key already waiting: this note-on replaces it
+            self.waiting = [w for w in self.waiting if w.note != note]
+        if self.waiting or self.n_active >= self.polyphony:
+            self.waiting.append(Waiting(note, velocity, self._clock))
+            if len(self.waiting) > self.polyphony:  # more new notes than rows: drop the oldest
+                self.waiting.pop(0)
                 self.stolen_count += 1
+            self._make_room()
+            return None
+        return self._start(note, velocity, self._clock)
+
+    def _start(self, note: int, velocity: int, age: int) -> int:
+        """Start a note in a free row (callers keep ``n_active < polyphony``)."""
         if self.n_active >= self.n_rows:
-            # no row at all: reuse the oldest row outright (hard cut, rare)
+            # no row at all: reuse the oldest row outright (hard cut; not reached
+            # while polyphony <= n_rows)
             row = min(range(self.n_active), key=lambda i: self.voices[i].age)
         else:
             row = self.n_active
@@ -166,23 +194,61 @@ class VoiceBank:
         v.velocity_gain = self.velocity_gain(velocity)
         v.stage = ATTACK
         v.level = 0.0
-        v.age = self._clock
+        v.age = age
         v.held = True
         v.sustained = False
         v.stolen = False
         v.primed = False
+        v.cut = False
         self.g0[row] = 0.0
         return row
 
-    def note_off(self, note: int) -> None:
+    def _make_room(self) -> None:
+        """Cut voices until the rows freed by the next hop cover the waiting notes."""
+        free = max(0, self.polyphony - self.n_active)
+        freeing = sum(1 for i in range(self.n_active)
+                      if self.voices[i].cut or self.voices[i].stage >= FADE)
+        need = len(self.waiting) - free - freeing
+        if need <= 0:
+            return
+        live = [self.voices[i] for i in range(self.n_active)
+                if not self.voices[i].cut and self.voices[i].stage < FADE]
+        # the oldest releases first, then the oldest sounding notes
+        live.sort(key=lambda v: (v.stage < RELEASE, v.age))
+        for v in live[:need]:
+            if v.stage < RELEASE:
+                self.stolen_count += 1
+            self._cut(v)
+
+    def _cut(self, v: Voice) -> None:
+        ms = self.env.steal_ms
+        if v.stage == RELEASE:
+            ms = min(ms, v.release_ms)
+        self._release(v, ms)
+        v.stolen = True
+        v.cut = True
+        v.held = False
+        v.sustained = False
+        self.cut_count += 1
+
+    def note_off(self, note: int, sustain: bool | None = None) -> None:
+        """Key up. ``sustain=False``: the key went up before the pedal went down (a
+        note-off applied late), so the pedal does not hold it."""
+        pedal = self.sustain and sustain is not False
         for i in range(self.n_active):
             v = self.voices[i]
             if v.note == note and v.held:
                 v.held = False
-                if self.sustain:
+                if pedal:
                     v.sustained = True
                 elif v.stage < RELEASE:
                     self._release(v, self.env.release_ms)
+        if self.waiting:
+            for w in self.waiting:
+                if w.note == note and w.held:
+                    w.held = False
+                    w.sustained = pedal
+            self.waiting = [w for w in self.waiting if w.held or w.sustained]
 
     def set_sustain(self, on: bool) -> None:
         self.sustain = bool(on)
@@ -193,11 +259,14 @@ class VoiceBank:
                     v.sustained = False
                     if v.stage < RELEASE:
                         self._release(v, self.env.release_ms)
+            if self.waiting:
+                self.waiting = [w for w in self.waiting if w.held]
 
     def all_notes_off(self) -> None:
         """Release every voice (pedal too); voices already releasing slowly get
         the current release time if it is shorter."""
         self.sustain = False
+        self.waiting.clear()
         for i in range(self.n_active):
             v = self.voices[i]
             v.held = False
@@ -208,12 +277,19 @@ class VoiceBank:
                 v.release_ms = min(v.release_ms, self.env.release_ms)
 
     def set_polyphony(self, n: int) -> None:
+        """New cap; rows beyond it are cut (oldest releases first, then the oldest notes)."""
         self.polyphony = n
-        sounding = sorted((i for i in range(self.n_active) if not self.voices[i].stolen
-                           and self.voices[i].stage < RELEASE), key=lambda i: self.voices[i].age)
-        for i in sounding[: max(0, len(sounding) - n)]:
-            self._release(self.voices[i], self.env.steal_ms)
-            self.voices[i].stolen = True
+        while len(self.waiting) > n:
+            self.waiting.pop(0)
+            self.stolen_count += 1
+        live = [self.voices[i] for i in range(self.n_active)
+                if not self.voices[i].cut and self.voices[i].stage < FADE]
+        live.sort(key=lambda v: (v.stage < RELEASE, v.age))
+        for v in live[: max(0, len(live) - n)]:
+            if v.stage < RELEASE:
+                self.stolen_count += 1
+            self._cut(v)
+        self._make_room()
 
     def _release(self, v: Voice, ms: float) -> None:
         v.stage = RELEASE
@@ -240,6 +316,14 @@ class VoiceBank:
                 self.n_active -= 1
                 continue
             i += 1
+        if self.waiting:  # notes that waited for a row: their rows were freed just now
+            while self.waiting and self.n_active < min(self.polyphony, self.n_rows):
+                w = self.waiting.pop(0)
+                row = self._start(w.note, w.velocity, w.age)
+                v = self.voices[row]
+                v.held = w.held
+                v.sustained = w.sustained
+            self._make_room()
         n_knee = 0
         for i in range(self.n_active):
             v = self.voices[i]
