@@ -483,7 +483,7 @@ class Mapper:
         if not self._lfos.lfos:
             return
         now = time.monotonic() if now is None else float(now)
-        if now - self._t_emit < _LFO_EMIT_S:
+        if now - self._t_emit < _LFO_EMIT_S - 1e-6:
             return
         self._t_emit = now
         with self._lock:
@@ -519,6 +519,10 @@ class Mapper:
     def _configure(self, mapping: Mapping, previous: Mapping | None, model_changed: bool) -> None:
         eng = self._engine
         notes = mapping.notes
+        set_fx = getattr(eng, "set_effect_settings", None)  # canne effect: the 'effect:' section
+        if set_fx is not None and mapping.effect is not None and (
+                previous is None or previous.effect != mapping.effect):
+            set_fx(mapping.effect)
         if previous is None or previous.notes != notes:
             eng.set_pitch_mode(notes.pitch_mode, notes.reference_note)
             eng.set_polyphony(notes.polyphony)
