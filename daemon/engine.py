@@ -242,12 +242,16 @@ class _Core:
         rms_min = (4e-3 / L) / math.sqrt(2.0)  # a sinusoid of peak magnitude 1e-3
         self.scale = VOICE_RMS / max(rms, rms_min) if rms > 0.0 else 0.0
 
-    def set_pitch(self, n: int, mode: str, ref_note: int, bend: float, shift_bins: float) -> None:
+    def set_pitch(self, n: int, mode: str, ref_note: int, bend: float, shift_bins: float,
+                  note_bend=None) -> None:
         ratio = self.ratio
         offset = self.offset
         ref_hz = midi_to_hz(ref_note)
         for i in range(n):
-            note = self.voices.voices[i].note + bend
+            key = self.voices.voices[i].note
+            note = key + bend
+            if note_bend is not None:  # per-note bend (MPE); + 0.0 leaves the value exact
+                note += note_bend[key]
             if mode == "transpose":
                 ratio[i] = 2.0 ** ((note - ref_note) / 12.0) * self.bin_ratio
                 offset[i] = shift_bins
@@ -270,8 +274,10 @@ class _Core:
         latent, pitches and voice rows stay the same."""
         vb = self.voices
         p = self._vpitch[:n]
+        nb = eng._note_bend
         for i in range(n):
-            p[i] = vb.voices[i].note
+            key = vb.voices[i].note
+            p[i] = key + nb[key]  # per-note bend (MPE); + 0.0 leaves the note exact
         p += eng._bend
         shift = eng._params["shift_bins"]
         tuned = eng._pitch_mode == "tuned"
@@ -355,7 +361,7 @@ class _Core:
             hint = self.vhint if self.harmonic or eng._pitch_mode == "tuned" else None
         else:
             self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend,
-                           eng._params["shift_bins"])
+                           eng._params["shift_bins"], eng._note_bend)
             pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
                                          wrap=eng._params["shift_wrap"] >= 0.5)
             hint = self.pitch.freq
@@ -481,6 +487,7 @@ class Engine:
         self._pitch_mode = pitch_mode
         self._reference_note = int(model.reference_note if reference_note is None else reference_note)
         self._bend = 0.0
+        self._note_bend = np.zeros(128)  # per-key bend in semitones (MPE), added to _bend
         self._events: collections.deque = collections.deque()
         # note events over the per-hop budget: note -> (velocity, 0 = off; pedal at the off)
         self._pending: dict[int, tuple[int, bool]] = {}
@@ -587,6 +594,15 @@ class Engine:
         if math.isfinite(value):
             self._events.append((self._ev_bend, (max(-96.0, min(96.0, value)),)))
 
+    def set_note_bend(self, note: int, semitones: float) -> None:
+        """Bend of one key (MPE per-note pitch bend), added to ``set_pitch_bend``'s."""
+        note = int(note)
+        if not 0 <= note <= 127:
+            raise ValueError(f"note={note}: must be a MIDI note 0..127")
+        value = float(semitones)
+        if math.isfinite(value):
+            self._events.append((self._ev_note_bend, (note, max(-96.0, min(96.0, value)))))
+
     def set_latent(self, index: int, value: float) -> None:
         dim = self._control_model.latent_dim
         if not 0 <= int(index) < dim:
@@ -661,6 +677,9 @@ class Engine:
 
     def _ev_bend(self, st):
         self._bend = st
+
+    def _ev_note_bend(self, note, st):
+        self._note_bend[note] = st
 
     def _ev_latent(self, i, value):
         self._core.z_target[i] = value
