@@ -157,6 +157,8 @@ class Mapper:
         self._lfos = LfoBank()
         self._mod: dict = {}  # target -> modulation added to the value sent to the engine
         self._t_emit = -1.0
+        self._mpe_bend = [0.0] * 16  # MPE: the member channel's per-note bend, semitones
+        self._mpe_notes: dict = {}  # member channel -> {note: released?}
         self._save_lock = threading.Lock()
         self._state = _State(mapping)
         self._configure(mapping, previous=None if apply_initial else mapping, model_changed=apply_initial)
@@ -276,8 +278,10 @@ class Mapper:
                             self._snapshot_action(*action)
                     elif msg.channel in notes.channels:
                         if msg.velocity == 0:
+                            self._mpe_off(st, msg.channel, msg.note)
                             self._engine.note_off(msg.note)
                         else:
+                            self._mpe_on(st, msg.channel, msg.note)
                             self._note_on_sources(st, msg.channel, msg.velocity)
                             vel = 127 if notes.velocity_curve == "fixed" else msg.velocity
                             self._engine.note_on(msg.note, vel)
@@ -285,6 +289,7 @@ class Mapper:
                     if st.mapping.snapshots.key_action("note", msg.channel, msg.note) is not None:
                         pass  # the release of a snapshot key
                     elif msg.channel in st.mapping.notes.channels:
+                        self._mpe_off(st, msg.channel, msg.note)
                         self._engine.note_off(msg.note)
                 elif t in ("aftertouch", "polytouch"):
                     rts = st.by_source.get("aftertouch" if t == "aftertouch" else "poly_aftertouch")
@@ -298,9 +303,11 @@ class Mapper:
                         return
                 elif t == "pitchwheel":
                     m = st.mapping
-                    if m.pitch_bend_range > 0 and msg.channel in m.pitch_bend_channels:
-                        p = msg.pitch
-                        frac = p / 8191.0 if p > 0 else p / 8192.0
+                    p = msg.pitch
+                    frac = p / 8191.0 if p > 0 else p / 8192.0
+                    if m.mpe is not None and msg.channel in m.mpe.members:
+                        self._mpe_pitch(m.mpe, msg.channel, frac * m.mpe.bend_range)
+                    elif m.pitch_bend_range > 0 and msg.channel in m.pitch_bend_channels:
                         self._engine.set_pitch_bend(frac * m.pitch_bend_range)
                 elif t == "program_change":
                     if not self._program_change(msg.program) and st.mapping.snapshots.program_change:
@@ -622,6 +629,29 @@ class Mapper:
         for rt in st.by_source.get("velocity", ()):
             if channel is None or channel in rt.control.channels:
                 self._absolute(rt, velocity / 127.0)
+
+    # ------------------------------------------------------------------ MPE
+    def _mpe_on(self, st: _State, ch: int, note: int) -> None:
+        mpe = st.mapping.mpe
+        if mpe is None or ch not in mpe.members:
+            return
+        held = self._mpe_notes.setdefault(ch, {})
+        for n in [n for n, released in held.items() if released]:
+            del held[n]  # a new note on the channel: bends no longer move released ones
+        for other in self._mpe_notes.values():
+            other.pop(note, None)
+        held[note] = False
+        self._engine.set_note_bend(note, self._mpe_bend[ch])  # before the note starts
+
+    def _mpe_off(self, st: _State, ch: int, note: int) -> None:
+        held = self._mpe_notes.get(ch)
+        if held is not None and note in held:
+            held[note] = True  # still bent by its channel while it rings out
+
+    def _mpe_pitch(self, mpe, ch: int, semitones: float) -> None:
+        self._mpe_bend[ch] = semitones
+        for note in self._mpe_notes.get(ch, ()):
+            self._engine.set_note_bend(note, semitones)
 
     # ------------------------------------------------------------------ snapshots from MIDI
     def _snapshot_cc(self, st: _State, ch: int, cc: int, value: int) -> bool:

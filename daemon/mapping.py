@@ -20,6 +20,7 @@ Channels are written 1..16 (as musicians count) and stored 0..15 (as mido sends 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -42,6 +43,7 @@ __all__ = [
     "Snapshot",
     "SnapshotSettings",
     "Lfo",
+    "MpeSettings",
     "SOURCES",
     "LFO_SHAPES",
     "load_mapping",
@@ -338,6 +340,17 @@ class Lfo:
 
 
 @dataclass(frozen=True)
+class MpeSettings:
+    """The 'mpe:' section (docs/mpe.md): one MPE zone (MIDI MPE spec, 1.0)."""
+
+    zone: str  # 'lower' (manager channel 1) | 'upper' (manager channel 16)
+    manager: int  # mido channel 0 or 15
+    members: frozenset  # mido channels of the member channels
+    bend_range: float  # per-note pitch bend range on member channels, semitones (spec default 48)
+    manager_bend_range: float  # zone-wide bend on the manager channel (spec default 2)
+
+
+@dataclass(frozen=True)
 class Mapping:
     """A validated mapping. Build it with ``load_mapping``; never mutate it."""
 
@@ -359,6 +372,7 @@ class Mapping:
     osc: OscSettings | None = None  # the 'osc:' section, or None (OSC off unless asked on the command line)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
     lfos: tuple = ()  # Lfo, in file order
+    mpe: MpeSettings | None = None  # the 'mpe:' section, or None
 
     def program(self, number: int) -> Program | None:
         for prog in self.programs:
@@ -716,7 +730,15 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
     n_lfos = _count_lfos(top.get("lfos"))
     controls = _controls(ctx, top.get("controls"), info, channels, takeover, n_lfos)
     notes = _notes(ctx, top.get("notes"), info, channels)
+    mpe = _mpe(ctx, top.get("mpe"))
+    if mpe is not None:  # the zone's channels play; the manager's bend is zone-wide
+        if "pitch_bend" in top:
+            raise ctx.error(top["pitch_bend"][0], "pitch_bend", "an MPE zone sets the bend ranges",
+                            None, None, "use mpe.bend_range / mpe.manager_bend_range")
+        notes = dataclasses.replace(notes, channels=mpe.members | {mpe.manager})
     bend_range, bend_channels = _pitch_bend(ctx, top.get("pitch_bend"), notes.channels)
+    if mpe is not None:
+        bend_range, bend_channels = mpe.manager_bend_range, frozenset((mpe.manager,))
     sustain_cc, sustain_channels = _sustain(ctx, top.get("sustain"), notes.channels)
     _check_conflicts(ctx, controls, sustain_cc, sustain_channels)
     initial = _initial_latent(ctx, top.get("initial_latent"), info)
@@ -747,12 +769,14 @@ def _validate(text: str, info: _ModelInfo, model, source: str, path: Path | None
         osc=osc,
         snapshots=snapshots,
         lfos=tuple(lfos),
+        mpe=mpe,
     )
 
 
 _TOP_KEYS = (
     "version", "name", "description", "channel", "takeover", "initial_latent", "params",
     "controls", "notes", "pitch_bend", "sustain", "programs", "effect", "osc", "snapshots", "lfos",
+    "mpe",
 )
 _CONTROL_KEYS = (
     "cc", "source", "channel", "neuron", "param", "label", "range", "curve", "invert", "takeover",
@@ -1145,6 +1169,31 @@ def _snapshots(ctx: _Ctx, item, info: _ModelInfo, channels) -> SnapshotSettings:
         recall_cc=keys["recall"][1], store_cc=keys["store"][1], count=count,
         program_change=prog, morph_cc=morph_cc, morph_channels=morph_chans, morph_from=m_from, morph_to=m_to,
     )
+
+
+def _mpe(ctx: _Ctx, item):
+    """The 'mpe:' section, or None. ``mpe: lower`` / ``mpe: upper`` take every default."""
+    if item is None:
+        return None
+    node = item[1]
+    if isinstance(node, yaml.ScalarNode):
+        v = ctx.scalar(node, "mpe", "lower, upper, off, or a section")
+        if v is False or v is None or (isinstance(v, str) and v.strip().lower() == "off"):
+            return None
+        sec = {}
+        zone = ctx.choice(node, "mpe", ("lower", "upper"))
+    else:
+        sec = ctx.section(node, "mpe", ("zone", "members", "bend_range", "manager_bend_range"))
+        zone = ctx.choice(sec["zone"][1], "mpe.zone", ("lower", "upper")) if "zone" in sec else "lower"
+    members = ctx.integer(sec["members"][1], "mpe.members", 1, 15, " (member channels)") if "members" in sec else 15
+    bend = ctx.number(sec["bend_range"][1], "mpe.bend_range", 0.0, 96.0, " semitones") if "bend_range" in sec else 48.0
+    mbend = (ctx.number(sec["manager_bend_range"][1], "mpe.manager_bend_range", 0.0, 96.0, " semitones")
+             if "manager_bend_range" in sec else 2.0)
+    if zone == "lower":
+        manager, chans = 0, frozenset(range(1, 1 + members))
+    else:
+        manager, chans = 15, frozenset(range(14, 14 - members, -1))
+    return MpeSettings(zone, manager, chans, bend, mbend)
 
 
 def _count_lfos(item) -> int:
