@@ -66,9 +66,20 @@ def estimate_f0(y: np.ndarray, sr: float, *, fmin: float = 25.0, fmax: float = 4
         valid = cells < n_cells
         scores[valid] += Xlog[cells[valid]] * 0.84 ** (k - 1)
     f = float(fmin * 2.0 ** (cand_cells[int(np.argmax(scores))] / 1200.0))
-    # Octave check: if the odd harmonics of f are nearly absent, f is an octave low.
+
+    def partial(freq: float, spacing: float) -> float:
+        """Peak magnitude near ``freq`` if it stands 10 dB over the local floor (the median
+        within half a partial spacing), else 0: noise between partials is not a partial."""
+        _, m = _peak_near(X, df, freq, 0.01)
+        lo = max(0, int((freq - 0.5 * spacing) / df))
+        hi = min(X.size, int((freq + 0.5 * spacing) / df) + 1)
+        floor = float(np.median(X[lo:hi])) if hi > lo else 0.0
+        return m if m >= 3.16 * floor else 0.0
+
+    # Octave check: if the odd harmonics of f are nearly absent (no partial stands out
+    # there), f is an octave low.
     for _ in range(3):
-        odd = sum(_peak_near(X, df, f * k, 0.01)[1] for k in (1, 3, 5) if f * k < 0.95 * nyq)
+        odd = sum(partial(f * k, f) for k in (1, 3, 5) if f * k < 0.95 * nyq)
         even = sum(_peak_near(X, df, f * k, 0.01)[1] for k in (2, 4, 6) if f * k < 0.95 * nyq)
         if even > 0 and odd < 0.1 * even and 2 * f <= fmax:
             f *= 2.0
@@ -80,17 +91,22 @@ def estimate_f0(y: np.ndarray, sr: float, *, fmin: float = 25.0, fmax: float = 4
         h = 0.5 * f
         if h < fmin:
             break
-        odd = sum(_peak_near(X, df, h * k, 0.01)[1] for k in (1, 3, 5) if h * k < 0.95 * nyq)
+        odd = sum(partial(h * k, h) for k in (1, 3, 5) if h * k < 0.95 * nyq)
         even = sum(_peak_near(X, df, h * k, 0.01)[1] for k in (2, 4, 6) if h * k < 0.95 * nyq)
         if even > 0 and odd >= 0.25 * even:
             f = h
         else:
             break
+    return _refine(X, df, f, y.size, sr, n_harm)
+
+
+def _refine(X, df, f, n, sr, n_harm):
+    nyq = 0.5 * sr
     # Refine on the harmonics' interpolated peaks.
     # Two passes: the first three harmonics in wide windows, then all of them in
     # narrow windows around k·f. Harmonics weaker than -40 dB of the strongest are
     # left out (noise peaks).
-    lobe_hz = 2.0 * sr / y.size  # Hann main-lobe half width: the coarse f is within it
+    lobe_hz = 2.0 * sr / n  # Hann main-lobe half width: the coarse f is within it
     for n_k, rel, min_hz in ((3, 0.03, 1.2 * lobe_hz), (n_harm, 0.004, 0.0)):
         peaks = [(k, *_peak_near(X, df, f * k, rel, min_hz)) for k in range(1, n_k + 1)
                  if f * k < 0.95 * nyq]
@@ -99,6 +115,16 @@ def estimate_f0(y: np.ndarray, sr: float, *, fmin: float = 25.0, fmax: float = 4
         if den > 0:
             f = sum(m * fk / k for k, fk, m in peaks if m >= 0.01 * top) / den
     return f
+
+
+def refine_f0(y: np.ndarray, sr: float, guess: float, n_harm: int = 8) -> float:
+    """``guess`` (Hz, e.g. from pYIN, right octave, coarse) refined on the harmonics'
+    interpolated peaks, as :func:`estimate_f0` does after its own coarse search."""
+    y = np.asarray(y, dtype=np.float64)
+    if not np.any(y) or not np.isfinite(guess) or guess <= 0:
+        return float("nan")
+    X, df = _spectrum(y, sr)
+    return _refine(X, df, float(guess), y.size, sr, n_harm)
 
 
 def cents(f: float, ref: float) -> float:

@@ -215,8 +215,15 @@ class AudioOutput:
         latency: str | float = "low",
         channels: int = 2,
         fade_s: float = 0.05,
+        input_channels: int = 0,
     ) -> None:
         self.device = find_output_device(device)
+        # duplex (the ANNe effect): one input channel read beside the output, same callback
+        self.input_channels = 1 if input_channels else 0
+        if self.input_channels and int(self.device.get("inputs", 0)) < 1:
+            raise DeviceError(f"audio device {self.device['name']!r} ({self.device['hostapi']}) has no "
+                              "input; the effect needs one (see `canne devices`, --device)")
+        self.input = np.zeros(MAX_FRAMES, dtype=np.float32)  # the last input block (duplex)
         self.samplerate = float(samplerate or self.device["default_samplerate"])
         self.blocksize = int(blocksize)
         self.latency = latency
@@ -282,15 +289,26 @@ class AudioOutput:
         """Open and start the stream (muted), then fade in."""
         sd = _sd()
         try:
-            self._stream = sd.OutputStream(
-                device=self.device["index"],
-                samplerate=self.samplerate,
-                blocksize=self.blocksize,
-                latency=self.latency,
-                channels=self.channels,
-                dtype="float32",
-                callback=self._callback,
-            )
+            if self.input_channels:
+                self._stream = sd.Stream(
+                    device=(self.device["index"], self.device["index"]),
+                    samplerate=self.samplerate,
+                    blocksize=self.blocksize,
+                    latency=self.latency,
+                    channels=(1, self.channels),
+                    dtype="float32",
+                    callback=self._callback_duplex,
+                )
+            else:
+                self._stream = sd.OutputStream(
+                    device=self.device["index"],
+                    samplerate=self.samplerate,
+                    blocksize=self.blocksize,
+                    latency=self.latency,
+                    channels=self.channels,
+                    dtype="float32",
+                    callback=self._callback,
+                )
             self._stream.start()
         except Exception as exc:
             raise DeviceError(
@@ -324,6 +342,15 @@ class AudioOutput:
         return done.wait(timeout)
 
     # -- audio side -------------------------------------------------------------
+    def _callback_duplex(self, indata, outdata, frames, time_info, status) -> None:
+        """Duplex: copy the input block into :attr:`input`, then render as usual (the
+        source reads ``input[:frames]``)."""
+        if status and status.input_overflow:
+            self.counters.xruns += 1
+        if frames <= MAX_FRAMES:
+            self.input[:frames] = indata[:, 0]
+        self._callback(outdata, frames, time_info, status)
+
     def _callback(self, outdata, frames, time_info, status) -> None:  # noqa: ARG002
         c = self.counters
         c.callbacks += 1

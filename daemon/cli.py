@@ -116,6 +116,60 @@ def add_run_parser(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def add_effect_parser(sub) -> None:
+    p = sub.add_parser(
+        "effect",
+        parents=[_log_parent()],
+        help="the ANNe effect live: audio in, knobs from MIDI, audio out (supervised)",
+        description="Run the autoencoding sound effect on the audio input (JACK: the port "
+                    "CANNe-audio:in_1). Knobs come from the mapping's effect_* controls; "
+                    "Ctrl-C / SIGTERM fade out and exit 0; SIGHUP reloads the mapping. See docs/effect.md.",
+    )
+    p.add_argument("--model", default="anne", metavar="DIR|NAME",
+                   help="model with encoder.onnx and decoder.onnx (default: anne)")
+    p.add_argument("--mapping", default="anne", metavar="YAML|NAME",
+                   help="mapping with an 'effect:' section and effect_* knobs (default: anne); "
+                        "'' for none; reloaded when the file changes")
+    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
+                   help="open MIDI inputs whose name contains SUBSTR (repeatable)")
+    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
+    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
+    p.add_argument("--device", default=None, metavar="NAME|INDEX",
+                   help="audio device with an input and an output (default: JACK if running)")
+    p.add_argument("--sample-rate", type=float, default=None, metavar="HZ")
+    p.add_argument("--blocksize", type=_positive_int, default=0, metavar="FRAMES")
+    p.add_argument("--latency", type=_latency, default="low", metavar="low|high|SECONDS")
+    p.add_argument("--status", action="store_true", help="print a status line every second")
+    p.add_argument("--no-supervisor", action="store_true",
+                   help="run in this process; on audio failure exit 75 (for systemd)")
+    p.add_argument("--watchdog", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_effect, polyphony=None, osc_port=None, osc_host=None, effect=True)
+
+
+def cmd_effect(args) -> int:
+    if args.child or args.no_supervisor:
+        return _run_instrument_here(args)
+    from daemon.supervisor import Supervisor
+
+    argv = list(args.argv)
+    child_args = argv[argv.index("effect") + 1:] if "effect" in argv else []
+    child_args = ["--log-level", args.log_level, *child_args]
+    return Supervisor(child_args, watchdog_s=args.watchdog,
+                      command=[sys.executable, "-m", "daemon.cli", "effect"]).run()
+
+
+def add_process_parser(sub) -> None:
+    from daemon import process
+
+    p = sub.add_parser("process", parents=[_log_parent()],
+                       help="the ANNe effect on a sound file, offline",
+                       description="Run the autoencoding sound effect over IN.wav and write OUT "
+                                   "(aligned with the input, same length and rate). See docs/effect.md.")
+    process.add_arguments(p)
+    p.set_defaults(func=lambda args: process.run(args))
+
+
 def _port(text: str) -> int:
     try:
         n = int(text)
@@ -144,6 +198,7 @@ def _run_options(args):
         watchdog_s=args.watchdog,
         osc_port=args.osc_port,
         osc_host=args.osc_host,
+        effect=bool(getattr(args, "effect", False)),
     )
 
 
@@ -341,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_devices_parser(sub)
     add_learn_parser(sub)
     add_render_parser(sub)
+    add_effect_parser(sub)
+    add_process_parser(sub)
     return parser
 
 

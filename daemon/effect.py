@@ -284,8 +284,13 @@ class EffectControls:
     def set_model(self, model) -> None:  # a program change's model: not switched live
         pass
 
+    def set_effect_settings(self, settings: EffectSettings) -> None:
+        """A (re)loaded mapping's 'effect:' section."""
+        import copy
+
+        self.effect.set_settings(copy.copy(settings))
+
     def __getattr__(self, name):
-        if name in ("note_on", "note_off", "set_sustain", "set_pitch_bend", "set_latent",
-                    "set_latents", "set_pitch_mode", "set_polyphony", "all_notes_off"):
+        if name.startswith("set_") or name in ("note_on", "note_off", "all_notes_off"):
             return lambda *a, **k: None
         raise AttributeError(name)

@@ -7,7 +7,9 @@ server goes away (see ``docs/daemon.md``, "Recovery design").
 Threads in the instrument process
 ---------------------------------
 - **audio** (PortAudio/JACK): :class:`daemon.audio_output.AudioOutput` pulls
-  ``engine.render`` per block. Nothing else happens there.
+  ``engine.render`` per block (``canne effect``: a duplex stream; the input block is
+  copied and ``EffectEngine.process`` turns it into the output block). Nothing else
+  happens there.
 - **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
   Python runs there (the control loop pumps them out every 2 ms).
 - **OSC** (``daemon.osc``, when asked): no thread of its own; its UDP socket
@@ -74,6 +76,7 @@ class RunOptions:
     control_period_s: float = 0.002
     osc_port: int | None = None  # --osc-port (else the mapping's 'osc:' section, else no OSC)
     osc_host: str | None = None  # --osc-host (default 127.0.0.1)
+    effect: bool = False  # canne effect: the ANNe effect on the audio input, not the synthesizer
 
 
 def _setup_realtime_python() -> None:
@@ -127,7 +130,13 @@ class Instrument:
             blocksize=opts.blocksize,
             latency=opts.latency,
             fade_s=opts.fade_s,
+            input_channels=1 if opts.effect else 0,
         )
+        if opts.effect:
+            self._build_effect(model, mapping)
+            self.midi = MidiInput(api=opts.midi_api, patterns=opts.midi_in, virtual=opts.virtual)
+            self.midi.on_reconnect = self._on_midi_reconnect
+            return
         kwargs = {"sample_rate": int(round(self.audio.samplerate))}
         if opts.polyphony:
             kwargs["polyphony"] = int(opts.polyphony)
@@ -146,6 +155,34 @@ class Instrument:
         self.midi = MidiInput(api=opts.midi_api, patterns=opts.midi_in, virtual=opts.virtual)
         self.osc = _make_osc(opts, mapping, self.mapper, self.engine)
         self.midi.on_reconnect = self._on_midi_reconnect
+
+    def _build_effect(self, model, mapping) -> None:
+        """``canne effect``: the ANNe effect engine fed by the audio input, knobs through
+        the same Mapper (its 'effect:' section and effect_* knobs)."""
+        import numpy as np
+
+        from daemon.effect import EffectControls, EffectEngine, EffectSettings
+        from daemon.model import EncoderModel
+
+        settings = getattr(mapping, "effect", None) or EffectSettings()
+        fx = EffectEngine(model, EncoderModel(model), sample_rate=int(round(self.audio.samplerate)),
+                          settings=settings)
+        self.effect = fx
+        self.engine = EffectControls(fx)
+        log.info("effect: latency %d samples (%.1f ms at %g Hz), split %s, gains %s",
+                 fx.latency_samples, 1e3 * fx.latency_samples / self.audio.samplerate,
+                 self.audio.samplerate, settings.split, settings.gains)
+        self._build_mapper(model, mapping)
+        inp = self.audio.input
+
+        def render(n, out):
+            return fx.process(inp[:n], out)
+
+        warm = np.zeros(4 * model.hop_length, dtype=np.float32)
+        for _ in range(3):
+            fx.process(warm)
+        fx.process(np.zeros(fx.latency_samples))  # back to silence before the stream opens
+        self.audio.set_source(render)
 
     def _build_mapper(self, model, mapping) -> None:
         """Mapper + hot reloader, from the mapping helper's modules."""

@@ -139,6 +139,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--envelope", choices=("bins", "smooth"), default="bins",
                    help="harmonic decoder's envelope: one value per bin, or smooth (log-spaced "
                         "points x a bounded gain per harmonic: every latent stays clearly pitched)")
+    t.add_argument("--harmonic-floor", type=float, default=0.0,
+                   help="smooth envelope: the first 8 harmonics never fall below this fraction "
+                        "of the strongest of them (0.3 keeps every latent clearly pitched; 0: off)")
+    t.add_argument("--harmonic-floors", type=lambda t: [float(v) for v in t.split(",")], default=[],
+                   metavar="F1,F2,..", help="smooth envelope: harmonic k never falls below Fk x the "
+                   "strongest of the first 8 (e.g. 0.35,0.2,0.2: the fundamental and the next two stay "
+                   "audible, so every latent keeps its pitch); replaces --harmonic-floor")
+    t.add_argument("--noise-scale", choices=("mel", "wide"), default="mel",
+                   help="harmonic decoder's noise floor bands: mel, or wide (no band narrow enough "
+                        "to pass for a partial)")
+    t.add_argument("--init", default="", metavar="RUN|CKPT",
+                   help="start from a checkpoint's weights (same widths), e.g. to fine-tune")
     t.add_argument("--epoch-frames", type=int, default=0,
                    help="frames drawn afresh for each epoch (0: the whole training split)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -191,6 +203,8 @@ def _run(args: argparse.Namespace) -> int:
                  "output_activation": args.output_activation, "dropout": args.dropout,
                  "input_dropout": args.input_dropout, "conditioning": args.conditioning,
                  "pitch_decoder": args.pitch_decoder, "envelope": args.envelope,
+                 "harmonic_floor": args.harmonic_floor, "harmonic_floors": args.harmonic_floors,
+                 "noise_scale": args.noise_scale,
                  "encoder_widths": list(THESIS_ENCODER) if args.encoder_widths == "thesis" else args.encoder_widths,
                  "decoder_widths": list(THESIS_DECODER) if args.decoder_widths == "thesis" else args.decoder_widths}
         if args.preset == "anne":
@@ -206,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
                           log_weight=args.log_weight, seed=args.seed, device=args.device,
                           threads=args.threads, patience=args.patience,
                           max_minutes=args.max_minutes, lr_decay=args.lr_decay,
-                          epoch_frames=args.epoch_frames, model=model)
+                          epoch_frames=args.epoch_frames, init=args.init, model=model)
         train(cfg, progress=not args.no_progress)
     elif args.command == "export":
         from training.export import export_model

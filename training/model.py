@@ -49,12 +49,23 @@ class ModelConfig:
     pitch_center: float = 60.0
     pitch_scale: float = 24.0
     n_noise_bands: int = 64
+    # noise floor bands: "mel" (narrow at low frequencies: a band can look like a partial)
+    # or "wide" (centres even on log(1 + f / 4 kHz): about 120 Hz apart at the bottom)
+    noise_scale: str = "mel"
     # harmonic decoder's envelope: "bins" (one value per bin) or "smooth" (points spaced
     # evenly in log frequency, plus a bounded gain per harmonic for the first harmonics)
     envelope: str = "bins"
     n_envelope_points: int = 72
     n_harmonic_gains: int = 24
     harmonic_gain_range: float = 0.75
+    # smooth envelope: no harmonic among the first `n_floor_harmonics` falls below
+    # `harmonic_floor` x the strongest of them (0: off); keeps the pitch unambiguous
+    harmonic_floor: float = 0.0
+    n_floor_harmonics: int = 8
+    floor_fundamental_only: bool = False  # floor the fundamental alone (vs all of the first n)
+    # per-harmonic floors for harmonics 1, 2, ... (fractions of the strongest of the first
+    # n_floor_harmonics); when given, they replace harmonic_floor
+    harmonic_floors: list = field(default_factory=list)
     n_fft: int = 0  # 0: 2 * (n_bins - 1)
 
     def __post_init__(self) -> None:
@@ -231,14 +242,17 @@ def log_basis(n_points: int, n_bins: int, sample_rate: int, f_lo: float = 30.0) 
     return basis.astype(np.float32)
 
 
-def noise_basis(n_bands: int, n_bins: int, sample_rate: int) -> np.ndarray:
-    """Triangular bands [n_bands, n_bins], centres spaced evenly on a mel scale from 0 Hz to
-    Nyquist, summing to 1 in every bin: a smooth noise floor with no pitch of its own."""
+def noise_basis(n_bands: int, n_bins: int, sample_rate: int, scale: str = "mel") -> np.ndarray:
+    """Triangular bands [n_bands, n_bins], centres spaced evenly on a mel scale (or, for
+    ``scale="wide"``, on log(1 + f / 4000)) from 0 Hz to Nyquist, summing to 1 in every
+    bin: a smooth noise floor with no pitch of its own."""
+    brk = 700.0 if scale == "mel" else 4000.0
+
     def hz_to_mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / brk)
 
     def mel_to_hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+        return brk * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
 
     freqs = np.linspace(0.0, sample_rate / 2.0, n_bins)
     centres = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2.0), n_bands))
@@ -299,11 +313,23 @@ class PitchDecoder(nn.Module):
             nn.init.xavier_normal_(self.gains.weight, gain=0.1)
             self.n_gains = cfg.n_harmonic_gains
             self.gain_range = float(cfg.harmonic_gain_range)
+            self.floor = float(cfg.harmonic_floor)
+            self.n_floor = int(cfg.n_floor_harmonics)
+            self.floor_h = 1.0 if cfg.floor_fundamental_only else float(cfg.n_floor_harmonics)
+            floors = [float(v) for v in cfg.harmonic_floors]
+            if floors:
+                self.floor = 1.0
+                self.floor_h = float(len(floors))
+            else:
+                floors = [float(cfg.harmonic_floor)] * int(self.floor_h)
+            table = torch.zeros(cfg.n_bins)
+            table[1:len(floors) + 1] = torch.tensor(floors)
+            self.register_buffer("floor_table", table[None, :], persistent=False)
         nn.init.xavier_normal_(self.noise.weight, gain=0.1)
         self.out_act = _act(cfg.output_activation)
         self.register_buffer("bins", torch.arange(cfg.n_bins, dtype=torch.float32)[None, :])
         self.register_buffer("basis", torch.from_numpy(
-            noise_basis(cfg.n_noise_bands, cfg.n_bins, cfg.sample_rate)))
+            noise_basis(cfg.n_noise_bands, cfg.n_bins, cfg.sample_rate, cfg.noise_scale)))
         self.bin_hz = cfg.sample_rate / cfg.n_fft
 
     def comb(self, pitch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
@@ -330,7 +356,23 @@ class PitchDecoder(nn.Module):
         if not self.smooth:
             return env * self.comb(pitch) + noise
         gains = 1.0 + self.gain_range * torch.tanh(self.gains(t))
-        return (env @ self.env_basis) * self.comb(pitch, gains) + noise
+        if self.floor <= 0.0:
+            return (env @ self.env_basis) * self.comb(pitch, gains) + noise
+        # amplitude per bin (envelope x its harmonic's gain), floored over the first
+        # harmonics at a fraction of their strongest, then shaped by the Hann lobes
+        f0 = 440.0 * torch.pow(2.0, (pitch - 69.0) / 12.0) / self.bin_hz
+        ratio = self.bins / f0
+        h = torch.round(ratio)
+        lobe = torch.where(h >= 1.0, hann_lobe((ratio - h) * f0), torch.zeros_like(ratio))
+        table = torch.cat([torch.ones_like(gains[:, :1]), gains], dim=1)
+        idx = torch.where(h > float(self.n_gains), torch.zeros_like(h), h).to(torch.int64)
+        amp = (env @ self.env_basis) * torch.gather(table, 1, idx)
+        low = (h >= 1.0) & (h <= float(self.n_floor))
+        top = torch.amax(torch.where(low, amp, torch.zeros_like(amp)), dim=1, keepdim=True)
+        hidx = torch.clamp(h, 0.0, self.floor_h + 1.0).to(torch.int64)
+        fl = torch.gather(self.floor_table.expand(h.shape[0], -1), 1, hidx)
+        amp = torch.maximum(amp, fl * top)
+        return amp * lobe + noise
 
 
 class Autoencoder(nn.Module):

@@ -41,6 +41,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     lr_decay: float = 1.0
     epoch_frames: int = 0  # 0: every training frame each epoch; else a fresh random subset
+    init: str = ""  # start from this checkpoint's weights (same architecture)
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -176,6 +177,19 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
     p_train = torch.as_tensor(corpus.pitch[tr_idx], device=dev) if cond else None
     p_val = corpus.pitch[va_idx] if cond else None
     model = Autoencoder(mcfg).to(dev)
+    if cfg.init:
+        start, _ = load_checkpoint(cfg.init)
+        try:  # weights only: fixed tables (bases, bins) come from this run's configuration
+            weights = {k: v for k, v in start.state_dict().items()
+                       if k in dict(model.named_parameters())}
+            missing = set(dict(model.named_parameters())) - set(weights)
+            if missing:
+                raise RuntimeError(f"missing {sorted(missing)[:3]}")
+            model.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:
+            raise TrainingError(f"--init {cfg.init}: its weights do not fit this model "
+                                f"({str(exc).splitlines()[0][:160]}); use the same widths") from None
+        log(f"initialised from {cfg.init}")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     n = len(x_train)
