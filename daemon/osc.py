@@ -39,6 +39,7 @@ import errno
 import logging
 import math
 import socket
+import struct
 import time
 
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -52,6 +53,44 @@ DEFAULT_PORT = 9000
 LOOPBACK = "127.0.0.1"
 _MAX_DGRAM = 65536
 _PREFIX = "/canne/"
+_MAX_ROUTES = 512  # addresses whose handler is cached (only valid ones are)
+_F32 = struct.Struct(">f")
+_I32 = struct.Struct(">i")
+
+
+def _fast_parse(data: bytes):
+    """(address, args) of a plain message whose arguments are all int32/float32 — what
+    controllers send — in a few microseconds; None for anything else (a bundle, other
+    types, any irregularity), which then goes through python-osc's full parser."""
+    n = len(data)
+    if n < 8 or data[0] != 0x2F:  # '/'
+        return None
+    end = data.find(b"\0")
+    if end < 0:
+        return None
+    tpos = (end // 4 + 1) * 4
+    if tpos >= n or data[tpos] != 0x2C:  # ','
+        return None
+    tend = data.find(b"\0", tpos)
+    if tend < 0:
+        return None
+    pos = (tend // 4 + 1) * 4
+    tags = data[tpos + 1:tend]
+    if n != pos + 4 * len(tags):
+        return None
+    args = []
+    for t in tags:
+        if t == 0x66:  # 'f'
+            args.append(_F32.unpack_from(data, pos)[0])
+        elif t == 0x69:  # 'i'
+            args.append(_I32.unpack_from(data, pos)[0])
+        else:
+            return None
+        pos += 4
+    try:
+        return data[:end].decode("ascii"), args
+    except UnicodeDecodeError:
+        return None
 
 
 class OscCounters:
@@ -121,6 +160,7 @@ class OscServer:
         self.feedback_period = 1.0 / max(0.1, float(feedback_rate))
         self._next_state = 0.0
         self.last_error: str | None = None
+        self._routes: dict = {}  # address -> handler
         root = logging.getLogger()
         if _QUIET not in root.filters:
             root.addFilter(_QUIET)
@@ -176,6 +216,9 @@ class OscServer:
 
     def handle_packet(self, data: bytes) -> int:
         """Parse one datagram (a message or a bundle) and apply it; returns messages handled."""
+        fast = _fast_parse(data)
+        if fast is not None:
+            return 1 if self.handle_message(fast[0], fast[1]) else 0
         try:
             packet = OscPacket(data)
             messages = [tm.message for tm in packet.messages]
@@ -195,10 +238,14 @@ class OscServer:
             if not isinstance(address, str) or not address.startswith(_PREFIX):
                 c.unknown_address += 1
                 return False
-            fn = self._route(address[len(_PREFIX):])
+            fn = self._routes.get(address)
             if fn is None:
-                c.unknown_address += 1
-                return False
+                fn = self._route(address[len(_PREFIX):])
+                if fn is None:
+                    c.unknown_address += 1
+                    return False
+                if len(self._routes) < _MAX_ROUTES:
+                    self._routes[address] = fn
             fn(args)
         except (_BadArgs, ValueError, TypeError, IndexError, OverflowError):
             c.bad_args += 1

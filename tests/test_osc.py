@@ -274,3 +274,28 @@ def test_runtime_builds_osc_from_options_and_mapping(model):
             _make_osc(RunOptions(osc_port=port), None, mapper, engine)
     finally:
         server.close()
+
+
+def test_fast_path_agrees_with_python_osc():
+    """The fast parser (plain messages of int/float arguments) gives what python-osc gives,
+    declines everything else, and never raises on junk."""
+    from daemon.osc import _fast_parse
+
+    rnd = random.Random(0)
+    taken = 0
+    for _ in range(2000):
+        b = OscMessageBuilder("/canne/" + "".join(rnd.choice("abz/019") for _ in range(rnd.randrange(0, 12))))
+        for _ in range(rnd.randrange(0, 5)):
+            b.add_arg(rnd.choice([rnd.randrange(-2**31, 2**31), rnd.uniform(-1e6, 1e6), "s", True, b"\x01"]))
+        data = b.build().dgram
+        ref = OscPacket(data).messages[0].message
+        fast = _fast_parse(data)
+        if fast is None:
+            assert any(not isinstance(p, (int, float)) or isinstance(p, bool) for p in ref.params)
+            continue
+        taken += 1
+        assert fast[0] == ref.address and fast[1] == list(ref.params)
+    assert taken > 300
+    for _ in range(20000):
+        _fast_parse(bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 48))))
+        _fast_parse(b"/canne/latent/0\x00,f" + bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 12))))
