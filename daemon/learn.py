@@ -21,6 +21,10 @@ Which file: the caller's. ``canne learn`` never edits a shipped mapping in place
 passes the performer's own copy as the file to write and the shipped one as
 ``source`` (read only while the copy does not exist yet); see ``daemon.paths``.
 
+Targets ``snapshot.recall``, ``snapshot.store`` and ``snapshot.morph`` bind a row of
+snapshot keys (the first note-on, pressed button or program change) or the morph knob
+instead: ``daemon.snapshots.learn_snapshot_key`` (docs/snapshots.md).
+
 Relative-encoder detection is a guess (signed bit and signed bit 2 send the same
 values in opposite directions); the written line says which it chose.
 """
@@ -58,6 +62,9 @@ _NEURON_RE = re.compile(r"^\s*(?:neuron|latent|z)\s*[\s:.\[_-]?\s*(\d+)\s*\]?\s*
 _PARAM_ALIASES = {name: (name, None) for name in PARAMS}
 _PARAM_ALIASES.update({spec.engine_name: (name, None) for name, spec in PARAMS.items()})
 _PARAM_ALIASES.update({"shift_semitones": ("shift", "semitones"), "volume": ("gain", None)})
+_SNAPSHOT_ALIASES = {a: f"snapshot.{w}" for w in ("recall", "store", "morph")
+                     for a in (f"snapshot.{w}", f"snapshot_{w}", f"snapshots.{w}", f"snapshots_{w}")}
+_SNAPSHOT_ALIASES["morph"] = "snapshot.morph"
 
 
 @dataclass(frozen=True)
@@ -131,12 +138,14 @@ def parse_target(target: str, latent_dim: int | None = None) -> tuple:
             raise MappingError(f"learn target {target!r}: neuron {n} out of range; allowed: 0..{latent_dim - 1}")
         return n, None, None
     key = text.lower().replace("-", "_").replace(" ", "_")
+    if key in _SNAPSHOT_ALIASES:  # a snapshot key row or the morph knob (daemon.snapshots)
+        return None, _SNAPSHOT_ALIASES[key], None
     if key in _PARAM_ALIASES:
         param, unit = _PARAM_ALIASES[key]
         return None, param, unit
     raise MappingError(
         f"learn target {target!r} unknown; allowed: neuron N (or latent.N), "
-        f"{', '.join(PARAMS)}, shift_semitones"
+        f"{', '.join(PARAMS)}, shift_semitones, snapshot.recall, snapshot.store, snapshot.morph"
     )
 
 
@@ -223,6 +232,21 @@ def _iter_source(source, timeout_s: float, settle_s: float, clock):
             yield msg
 
 
+def _first_key(message_source, timeout_s: float, clock, target: str) -> list:
+    """Messages up to the first one a snapshot target can use (see detect_snapshot_key)."""
+    out = []
+    for msg in _iter_source(message_source, timeout_s, 0.0, clock):
+        out.append(msg)
+        t = getattr(msg, "type", None)
+        if target == "snapshot.morph":
+            if t == "control_change":
+                break
+        elif (t == "note_on" and msg.velocity > 0) or (t == "control_change" and msg.value > 0) \
+                or (t == "program_change" and target == "snapshot.recall"):
+            break
+    return out
+
+
 def learn_binding(mapping_path, target: str, message_source, timeout: float = 60.0, *, model=None,
                   settle_s: float = 0.4, write: bool = True, clock=time.monotonic, source=None) -> Binding:
     """Wait for the next CC moved, bind it to ``target`` and (by default) write the YAML.
@@ -257,9 +281,17 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
         (the file is then left untouched).
     """
     latent_dim = getattr(model, "latent_dim", None)
-    parse_target(target, latent_dim)  # fail before waiting
+    _, param, _ = parse_target(target, latent_dim)  # fail before waiting
     if write:
         _check_folder(Path(mapping_path).expanduser())
+    if param is not None and param.startswith("snapshot."):
+        from daemon.snapshots import learn_snapshot_key
+
+        msgs = _first_key(message_source, timeout, clock, param)
+        if not msgs:
+            raise MappingError(f"learn: nothing for {param} within {timeout:g} s; press a pad or key "
+                               "(or move a knob for snapshot.morph)")
+        return learn_snapshot_key(mapping_path, param, msgs, model=model, source=source)
     msgs = list(_iter_source(message_source, timeout, settle_s, clock))
     try:
         binding = detect_binding(msgs, target, latent_dim)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -20,7 +21,11 @@ from daemon.errors import MappingError
 from daemon.learn import _last_line
 from daemon.mapping import PARAMS, Snapshot, load_mapping_text
 
-__all__ = ["apply_snapshot_to_yaml", "write_snapshot", "snapshot_yaml"]
+__all__ = ["apply_snapshot_to_yaml", "write_snapshot", "snapshot_yaml", "SNAPSHOT_TARGETS",
+           "SnapshotKeyBinding", "detect_snapshot_key", "apply_snapshot_key_to_yaml", "learn_snapshot_key"]
+
+#: ``canne learn`` targets that bind a snapshot key row or the morph knob.
+SNAPSHOT_TARGETS = ("snapshot.recall", "snapshot.store", "snapshot.morph")
 
 _YAML_NAME = {spec.engine_name: name for name, spec in PARAMS.items()}
 
@@ -97,23 +102,12 @@ def apply_snapshot_to_yaml(text: str, snap: Snapshot) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
-    """Write ``snap`` into the mapping at ``path`` (read from ``source`` while ``path``
-    does not exist: the shipped mapping a user copy starts from); validated against
-    ``model`` first, written atomically. Returns the new text."""
-    path = Path(path).expanduser()
-    if not path.parent.is_dir():
-        raise MappingError(f"snapshot: folder {path.parent} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = Path(source).read_text(encoding="utf-8") if source is not None else "version: 1\n"
-    new = apply_snapshot_to_yaml(text, snap)
+def _write_text(path: Path, new: str, model, what: str) -> None:
     if model is not None:
         try:
             load_mapping_text(new, model, source=str(path), path=path)
         except MappingError as exc:
-            raise MappingError(f"snapshot {snap.slot} refused, file left untouched: {exc}") from None
+            raise MappingError(f"{what} refused, file left untouched: {exc}") from None
     fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".yaml", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -127,4 +121,133 @@ def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
         except OSError:
             pass
         raise
+
+
+def _read(path: Path, source) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Path(source).read_text(encoding="utf-8") if source is not None else "version: 1\n"
+
+
+def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
+    """Write ``snap`` into the mapping at ``path`` (read from ``source`` while ``path``
+    does not exist: the shipped mapping a user copy starts from); validated against
+    ``model`` first, written atomically. Returns the new text."""
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise MappingError(f"snapshot: folder {path.parent} does not exist")
+    new = apply_snapshot_to_yaml(_read(path, source), snap)
+    _write_text(path, new, model, f"snapshot {snap.slot}")
     return new
+
+
+# --------------------------------------------------------------------------- learn
+@dataclass(frozen=True)
+class SnapshotKeyBinding:
+    """What ``canne learn snapshot.recall|store|morph`` found: a note or CC row start."""
+
+    target: str  # one of SNAPSHOT_TARGETS
+    kind: str  # 'note' | 'cc' | 'program'
+    number: int
+    channel: int  # 1..16
+    replaced: tuple = ()
+
+    def describe(self) -> str:
+        what = self.target.split(".")[1]
+        if self.kind == "program":
+            return "program changes -> recall snapshot n (snapshots.program_change)"
+        src = f"{'note' if self.kind == 'note' else 'CC'} {self.number} on channel {self.channel}"
+        if what == "morph":
+            return f"{src} -> morph knob"
+        return f"{src} -> {what} snapshot 0 (the next keys: 1, 2, ...)"
+
+
+def detect_snapshot_key(messages, target: str) -> SnapshotKeyBinding:
+    """The first note-on, pressed CC (value > 0) or program change among ``messages``
+    (a CC only for ``snapshot.morph``)."""
+    for msg in messages:
+        t = getattr(msg, "type", None)
+        if t == "note_on" and msg.velocity > 0 and target != "snapshot.morph":
+            return SnapshotKeyBinding(target, "note", msg.note, msg.channel + 1)
+        if t == "control_change" and (msg.value > 0 or target == "snapshot.morph"):
+            return SnapshotKeyBinding(target, "cc", msg.control, msg.channel + 1)
+        if t == "program_change" and target == "snapshot.recall":
+            return SnapshotKeyBinding(target, "program", msg.program, msg.channel + 1)
+    raise MappingError("learn: no note, button or program change received"
+                       if target != "snapshot.morph" else "learn: no control change received; move a knob")
+
+
+def _section_lines(text: str):
+    root = yaml.compose(text, Loader=yaml.SafeLoader) if text.strip() else None
+    if root is not None and not isinstance(root, yaml.MappingNode):
+        raise MappingError("learn: the mapping file must be a section of 'key: value' lines")
+    return root
+
+
+def apply_snapshot_key_to_yaml(text: str, b: SnapshotKeyBinding) -> str:
+    """Set ``snapshots.recall`` / ``store`` / ``morph`` (and the channel) in the text."""
+    try:
+        root = _section_lines(text)
+    except yaml.YAMLError as exc:
+        raise MappingError(f"learn: the mapping is not valid YAML, fix it first: {str(exc).splitlines()[0]}") from None
+    what = b.target.split(".")[1]
+    if b.kind == "program":
+        items = {"program_change": "true"}
+    elif what == "morph":
+        items = {"morph": None}
+    else:
+        items = {what: f"{{{b.kind}: {b.number}}}", "channel": str(b.channel)}
+    lines = text.splitlines()
+    pair = next((p for p in root.value if _key(p, "snapshots")), None) if root is not None else None
+    sec = pair[1] if pair is not None else None
+    old_morph = {}
+    if isinstance(sec, yaml.MappingNode):
+        mp = next((p for p in sec.value if _key(p, "morph")), None)
+        if mp is not None:
+            try:
+                old_morph = yaml.safe_load(yaml.serialize(mp[1])) or {}
+            except yaml.YAMLError:
+                old_morph = {}
+    if "morph" in items:
+        m = {k: v for k, v in (old_morph if isinstance(old_morph, dict) else {}).items() if k in ("from", "to")}
+        m = {"cc": b.number, "channel": b.channel, **m}
+        items["morph"] = "{" + ", ".join(f"{k}: {v}" for k, v in m.items()) + "}"
+    if pair is None:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.append("snapshots:")
+        lines += [f"  {k}: {v}" for k, v in items.items()]
+        return "\n".join(lines) + "\n"
+    knode = pair[0]
+    base = lines[knode.start_mark.line][: knode.start_mark.column]
+    if _empty(sec):
+        ln = knode.start_mark.line
+        lines[ln] = f"{base}snapshots:"
+        lines[ln + 1:ln + 1] = [f"{base}  {k}: {v}" for k, v in items.items()]
+        return "\n".join(lines) + "\n"
+    if not isinstance(sec, yaml.MappingNode) or sec.flow_style:
+        raise MappingError(f"learn: 'snapshots' (line {knode.start_mark.line + 1}) must be a block section "
+                           "of 'key: value' lines to be edited")
+    ind = " " * sec.value[0][0].start_mark.column if sec.value else base + "  "
+    # replace existing keys bottom-up, then insert the new ones after 'snapshots:'
+    todo = dict(items)
+    for k, v in sorted(((p[0], p[1]) for p in sec.value if isinstance(p[0], yaml.ScalarNode) and p[0].value in items),
+                       key=lambda kv: kv[0].start_mark.line, reverse=True):
+        start, end = k.start_mark.line, _last_line(v)
+        lines[start:end + 1] = [f"{ind}{k.value}: {items[k.value]}"]
+        todo.pop(k.value)
+    ln = knode.start_mark.line
+    lines[ln + 1:ln + 1] = [f"{ind}{k}: {v}" for k, v in todo.items()]
+    return "\n".join(lines) + "\n"
+
+
+def learn_snapshot_key(mapping_path, target: str, messages, *, model=None, source=None) -> SnapshotKeyBinding:
+    """Bind the first suitable message of ``messages`` to ``target`` and write the file."""
+    b = detect_snapshot_key(messages, target)
+    path = Path(mapping_path).expanduser()
+    if not path.parent.is_dir():
+        raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
+    new = apply_snapshot_key_to_yaml(_read(path, source), b)
+    _write_text(path, new, model, f"learn: {b.describe()}")
+    return b

@@ -201,3 +201,42 @@ def test_morph_needs_both_slots(model):
     engine, mapper = rig(model)
     mapper.set_morph_pair(0, 9)
     assert mapper.morph(0.5) is False and mapper.snapshot_errors == 1
+
+
+@pytest.mark.parametrize("target, msgs, expect", [
+    ("snapshot.recall", [mido.Message("clock"), mido.Message("note_on", note=40, velocity=90, channel=9)],
+     {"recall_note": 40, "channels": frozenset({9})}),
+    ("snapshot.store", [mido.Message("control_change", control=80, value=0),
+                        mido.Message("control_change", control=81, value=127, channel=2)],
+     {"store_cc": 81, "channels": frozenset({2})}),
+    ("snapshot.morph", [mido.Message("note_on", note=1, velocity=9), mido.Message("control_change", control=16, value=3)],
+     {"morph_cc": 16, "morph_from": 0, "morph_to": 1}),
+    ("snapshot.recall", [mido.Message("program_change", program=5)], {"program_change": True}),
+])
+def test_learn_snapshot_keys(model, tmp_path, target, msgs, expect):
+    from daemon.learn import learn_binding
+
+    p = tmp_path / "m.yaml"
+    p.write_text(MAPPING)
+    b = learn_binding(p, target, msgs, model=model)
+    assert b.describe() and b.replaced == ()
+    text = p.read_text()
+    assert text.startswith("# my set\n")
+    sn = load_mapping(p, model).snapshots
+    for key, value in expect.items():
+        assert getattr(sn, key) == value, (key, text)
+    assert [s.name for s in sn.slots] == ["Dark", "Bright"]  # the rest kept
+
+
+def test_learn_snapshot_into_a_file_without_the_section(model, tmp_path):
+    from daemon.learn import learn_binding
+
+    p = tmp_path / "m.yaml"
+    p.write_text("version: 1\n")
+    learn_binding(p, "snapshot.store", [mido.Message("note_on", note=50, velocity=1)], model=model)
+    sn = load_mapping(p, model).snapshots
+    assert sn.store_note == 50 and sn.channels == frozenset({0})
+    before = p.read_text()
+    with pytest.raises(MappingError, match="no note, button or program change"):
+        learn_binding(p, "snapshot.recall", [mido.Message("control_change", control=3, value=0)], model=model)
+    assert p.read_text() == before
