@@ -121,13 +121,17 @@ class Mapper:
         offline rendering). Default False: a worker thread does it, off the MIDI path.
     apply_initial : bool
         Send the mapping's initial latent, params and note settings to the engine now.
+    clock : callable() -> float, optional
+        The time base of LFOs and MIDI clock (default ``time.monotonic``; ``canne
+        render`` passes the position in the file, so offline LFOs are deterministic).
     """
 
     def __init__(self, mapping: Mapping | None, engine, *, model_loader=None, synchronous: bool = False,
-                 apply_initial: bool = True):
+                 apply_initial: bool = True, clock=None):
         if mapping is None:  # no file: notes and pitch bend only, defaults from the engine's model
             mapping = load_mapping_text("{}", getattr(engine, "model", None), source="<no mapping>")
         self._engine = engine
+        self._now = clock or time.monotonic
         self._model_loader = model_loader or _default_model_loader
         self._synchronous = synchronous
         self._lock = threading.RLock()
@@ -252,14 +256,14 @@ class Mapper:
     def handle(self, msg, now: float | None = None) -> None:
         """Apply one mido message. Never raises; unknown or invalid messages are dropped.
 
-        ``now`` (seconds, ``time.monotonic()`` by default) times MIDI clock messages."""
+        ``now`` (seconds, the Mapper's clock by default) times MIDI clock messages."""
         try:
             t = msg.type
             if t in _FAST_DROP:
                 self.dropped += 1
                 return
             if t in _CLOCK:
-                self.clock.message(t, time.monotonic() if now is None else now)
+                self.clock.message(t, self._now() if now is None else now)
                 if self._lfos.synced:
                     self.handled += 1
                 else:
@@ -483,13 +487,13 @@ class Mapper:
 
     # ------------------------------------------------------------------ modulation
     def tick(self, now: float | None = None) -> None:
-        """Advance the LFOs to ``now`` (``time.monotonic()`` by default) and send what moved.
+        """Advance the LFOs to ``now`` (the Mapper's clock by default) and send what moved.
 
         Called by the control loop every turn (and by offline renderers per block); a
         mapping without LFOs costs one attribute test."""
         if not self._lfos.lfos:
             return
-        now = time.monotonic() if now is None else float(now)
+        now = self._now() if now is None else float(now)
         if now - self._t_emit < _LFO_EMIT_S - 1e-6:
             return
         self._t_emit = now
@@ -554,7 +558,7 @@ class Mapper:
         for snap in mapping.snapshots.slots:  # the file's slots win over stored ones
             self._snapshots[snap.slot] = snap
         if previous is None or previous.lfos != mapping.lfos:
-            self._lfos.configure(mapping.lfos, time.monotonic())
+            self._lfos.configure(mapping.lfos, self._now())
             gone = [t for t in self._mod if t not in {lfo.target for lfo in mapping.lfos}]
             for target in gone:  # an LFO removed: its target goes back to its own value
                 del self._mod[target]

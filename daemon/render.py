@@ -87,7 +87,9 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         kwargs["polyphony"] = int(polyphony)
         kwargs["max_polyphony"] = max(64, int(polyphony))
     engine = Engine(model, sample_rate=int(sample_rate), lookahead=lookahead, seed=seed, **kwargs)
-    mapper = Mapper(mapping, engine, synchronous=True)
+    sr = int(sample_rate)
+    pos = 0
+    mapper = Mapper(mapping, engine, synchronous=True, clock=lambda: pos / sr)  # LFOs in file time
     if polyphony:  # the command line wins over the mapping's notes.polyphony
         engine.set_polyphony(int(polyphony))
 
@@ -97,18 +99,21 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
         t += msg.time
         if not msg.is_meta:
             events.append((t, msg))
-    sr = int(sample_rate)
+    if any(lfo.beats > 0 for lfo in mapper.mapping.lfos):  # beat-synced LFOs follow the file's tempo map
+        events = sorted(events + _clock_pulses(midi, t), key=lambda e: e[0])
     # The file ends with its last message, meta events (end of track) included.
     end = int(round((t + max(0.0, float(tail_s))) * sr))
     hop = engine.hop_length
     chunks = []
-    pos = 0
     bar = _progress(end / sr, progress)
 
     def advance(target: int) -> None:
         nonlocal pos
         while pos < target:
-            n = min(target - pos, 64 * hop)
+            lfos = bool(mapper.mapping.lfos)  # LFOs move per hop: render hop by hop
+            n = min(target - pos, hop if lfos else 64 * hop)
+            if lfos:
+                mapper.tick(pos / sr)
             chunks.append(engine.render(n))
             if bar is not None:
                 bar.update(n / sr)
@@ -117,12 +122,40 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     try:
         for when, msg in events:
             advance(min(int(round(when * sr)), end))
-            mapper.handle(msg)
+            mapper.handle(msg, now=pos / sr)
         advance(end)
     finally:
         if bar is not None:
             bar.close()
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def _clock_pulses(midi, end_s: float) -> list:
+    """A MIDI clock (Start, then 24 pulses a beat) from the file's tempo map, as (seconds, message)."""
+    import mido
+
+    tpb = midi.ticks_per_beat
+    tempo = 500000
+    tick = 0
+    sec = 0.0
+    changes = [(0, 0.0, tempo)]  # (tick, seconds, tempo from there)
+    for msg in mido.merge_tracks(midi.tracks):
+        tick += msg.time
+        if msg.type == "set_tempo":
+            sec = changes[-1][1] + (tick - changes[-1][0]) * changes[-1][2] / 1e6 / tpb
+            changes.append((tick, sec, msg.tempo))
+    out = [(0.0, mido.Message("start"))]
+    k, j = 1, 0
+    while True:
+        pt = k * tpb / 24.0
+        while j + 1 < len(changes) and changes[j + 1][0] <= pt:
+            j += 1
+        t0, s0, tp = changes[j]
+        when = s0 + (pt - t0) * tp / 1e6 / tpb
+        if when > end_s:
+            return out
+        out.append((when, mido.Message("clock")))
+        k += 1
 
 
 #: Extension -> (soundfile container, sample formats it can hold: --format -> soundfile subtype).
@@ -235,6 +268,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="render this long after the end of the MIDI file, for releases (default: %(default)s: "
                         "the file's length exactly, so stems line up)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--spectrogram", default=None, metavar="OUT.png",
+                   help="also draw the rendered sound's spectrogram (log frequency) into this PNG (needs matplotlib)")
 
 
 def run(args) -> int:
@@ -247,6 +282,11 @@ def run(args) -> int:
     if not 0.0 <= args.tail <= 600.0:
         raise CanneError(f"--tail {args.tail}: must be 0..600 seconds")
     check_output(args.output, args.format, args.channels)  # before any rendering
+    spectrogram = getattr(args, "spectrogram", None)
+    if spectrogram:
+        from daemon.pictures import check_png
+
+        check_png(spectrogram)
     model = DecoderModel(paths.find_model(args.model) if args.model else paths.default_model())
     if args.mapping is None:
         mapping = paths.default_mapping()
@@ -263,6 +303,11 @@ def run(args) -> int:
     peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
     print(f"wrote {args.output}: {dur:.2f} s at {args.sample_rate} Hz, {args.channels} ch, peak {peak_db:.1f} dBFS, "
           f"rendered in {elapsed:.2f} s ({dur / max(elapsed, 1e-9):.1f}x real time)")
+    if spectrogram:
+        from daemon.pictures import spectrogram_png
+
+        spectrogram_png(spectrogram, audio, args.sample_rate, title=Path(args.midi).name)
+        print(f"wrote {spectrogram}")
     return 0
 
 
