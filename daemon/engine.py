@@ -74,7 +74,7 @@ PARAMS = {
 }
 VOICE_RMS = 0.1  # -20 dBFS per voice at full velocity, gain_db 0
 NOTE_EVENTS_PER_HOP = 32  # note-ons + note-offs applied per hop at most (the rest coalesced)
-NOTE_ONS_PER_HOP = 8  # of which note-ons (new voices, including ones that waited for a row)
+NOTE_ONS_PER_HOP = 4  # of which note-ons: each primes a new voice (~0.5-1 ms at 4096/1024)
 _LOAD_WINDOW_S = 1.0  # cpu_load: render time / audio time over about this long
 _SPARE_ROWS = 8  # rows for voices fading out after a steal
 

@@ -105,12 +105,19 @@ def test_a_flood_within_one_hop_is_applied_within_the_budget(small):
     assert e.stats.max_active_voices <= 64
 
 
-def test_the_budget_is_not_touched_without_a_flood(small):
+def test_a_chord_within_the_budget_starts_at_once_a_bigger_one_within_hops(small):
+    chord = (48, 52, 55, 60, 64, 67, 71, 72, 76, 79)
     e = Engine(small, sample_rate=SR, polyphony=16)
-    for k in (48, 52, 55, 60, 64, 67, 71, 72):  # a chord: within the budget, all in one hop
+    for k in chord[:NOTE_ONS_PER_HOP]:
         e.note_on(k, 100)
     e.render(e.hop_length)
-    assert e.stats.coalesced_notes == 0 and len(sounding(e)) == 8
+    assert e.stats.coalesced_notes == 0 and len(sounding(e)) == NOTE_ONS_PER_HOP
+    e.all_notes_off()
+    for k in chord:
+        e.note_on(k, 100)
+    hops = -(-len(chord) // NOTE_ONS_PER_HOP)
+    e.render(hops * e.hop_length)
+    assert set(sounding(e)) == set(chord)
 
 
 def test_note_off_after_its_note_on_in_the_same_overflow_leaves_nothing(small):
