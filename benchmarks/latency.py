@@ -78,9 +78,9 @@ class Probe:
         return self.sent_index
 
     def connect_daemon(self):
-        ports = wait_for(lambda: [p.name for p in self.client.get_ports("^PortAudio", is_audio=True,
+        ports = wait_for(lambda: [p.name for p in self.client.get_ports("^CANNe-audio", is_audio=True,
                                                                          is_output=True)], 30, 0.05,
-                         "PortAudio ports")
+                         "CANNe-audio ports")
         self.client.connect(sorted(ports)[0], self.ins[0].name)
 
     def close(self):
@@ -98,7 +98,7 @@ def measure(model: str, trials: int, label: str, mapping: Path) -> dict:
     lat = []
     skipped = 0
     try:
-        wait_for(lambda: any(True for _ in probe.client.get_ports("^PortAudio")), 60, 0.05, "daemon")
+        wait_for(lambda: any(True for _ in probe.client.get_ports("^CANNe-audio")), 60, 0.05, "daemon")
         probe.connect_daemon()
         wait_for(lambda: probe.client.get_all_connections(probe.midi), 30, 0.05, "the daemon's MIDI input")
         time.sleep(1.0)

@@ -90,9 +90,9 @@ class Flood:
             self.sent += 2
 
     def connect(self):
-        src = wait_for(lambda: sorted(p.name for p in self.client.get_ports("^PortAudio", is_audio=True,
+        src = wait_for(lambda: sorted(p.name for p in self.client.get_ports("^CANNe-audio", is_audio=True,
                                                                             is_output=True)), 60, 0.05,
-                       "PortAudio ports")
+                       "CANNe-audio ports")
         self.client.connect(src[0], self.inp.name)
 
     def close(self):
@@ -145,7 +145,7 @@ def main() -> int:
             if daemon.proc.poll() is not None:
                 break
             if not flood.client.get_all_connections(flood.inp):  # the instrument was restarted
-                ports = sorted(p.name for p in flood.client.get_ports("^PortAudio", is_audio=True,
+                ports = sorted(p.name for p in flood.client.get_ports("^CANNe-audio", is_audio=True,
                                                                       is_output=True))
                 if ports:
                     try:

@@ -34,9 +34,9 @@ def one_run(server: JackServer, probe: Probe, mapping: Path) -> tuple[float, flo
     try:
         wait_for(lambda: probe.client.get_all_connections(probe.midi), 30, 0.002, "the daemon's MIDI input")
         probe.send(bytes([0x90, 69, 100]))
-        wait_for(lambda: [p for p in probe.client.get_ports("^PortAudio", is_audio=True, is_output=True)],
-                 30, 0.002, "PortAudio ports")
-        src = sorted(p.name for p in probe.client.get_ports("^PortAudio", is_audio=True, is_output=True))[0]
+        wait_for(lambda: [p for p in probe.client.get_ports("^CANNe-audio", is_audio=True, is_output=True)],
+                 30, 0.002, "CANNe-audio ports")
+        src = sorted(p.name for p in probe.client.get_ports("^CANNe-audio", is_audio=True, is_output=True))[0]
         probe.client.connect(src, probe.ins[0].name)
 
         def first_sound():

@@ -439,13 +439,18 @@ def replaced_controls(text: str, binding: Binding) -> list[str]:
 
 
 def _read_mapping(path: Path, source=None) -> str:
-    """The text to edit: the file itself, else ``source`` (a shipped mapping), else a new file."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        pass
+    """The text to edit: the file itself, else ``source`` (a shipped mapping), else a new file.
+
+    Read through the mapping loader's guarded reader (regular files only, size limit): a
+    FIFO or a device in the mapping's place is a one-line MappingError, not a hang."""
+    import os
+
+    from daemon.mapping import read_mapping_text
+
+    if os.path.lexists(path):
+        return read_mapping_text(path)
     if source is not None:
-        return Path(source).expanduser().read_text(encoding="utf-8")
+        return read_mapping_text(Path(source).expanduser())
     return "# CANNe Live mapping written by canne learn; see docs/mappings.md\nversion: 1\n"
 
 
