@@ -223,3 +223,55 @@ def test_conditioned_engine_output_is_safe_for_wild_latents(model_dir):
 
 def test_hz_to_midi_round_trip():
     assert abs(hz_to_midi(440.0) - 69.0) < 1e-12
+
+
+def test_shipped_default_renders_a_chord_progression_with_knob_moves_in_tune(tmp_path):
+    """`canne render`'s path (MIDI file -> default mapping -> engine) on the shipped
+    pitch-conditioned model: four chords while the eight knobs sweep; every note of every
+    chord is measured from its own partials in the mix (colliding partials left out)."""
+    import mido
+
+    from benchmarks.conditioned import _partial_f0
+    from benchmarks import f0 as f0mod
+    from daemon.model import DecoderModel
+    from daemon.render import render_midi
+
+    model = DecoderModel(REPO / "models" / "default")
+    assert model.conditioned
+    chords = [[48, 52, 55, 59], [41, 45, 48, 52], [43, 47, 50, 53], [60, 64, 67, 71]]
+    tpb, sec = 480, 960  # ticks per second at 120 BPM
+    mid = mido.MidiFile(ticks_per_beat=tpb)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    rng = np.random.default_rng(5)
+    events = []  # (tick, message)
+    for k, ch in enumerate(chords):
+        t0 = k * sec
+        for n in ch:
+            events.append((t0, mido.Message("note_on", note=n, velocity=100)))
+            events.append((t0 + sec - 10, mido.Message("note_off", note=n)))
+        for j, cc in enumerate(range(21, 29)):  # knobs sweep through 0..127 (pickup engages)
+            for step in range(0, 128, 16):
+                events.append((t0 + 20 + 4 * step // 16 + 40 * j,
+                               mido.Message("control_change", control=cc,
+                                            value=int(np.clip(step + rng.integers(-8, 8), 0, 127)))))
+    events.sort(key=lambda e: e[0])
+    now = 0
+    for tick, msg in events:
+        tr.append(msg.copy(time=tick - now))
+        now = tick
+    path = tmp_path / "chords.mid"
+    mid.save(str(path))
+    sr = 48000
+    y = render_midi(path, model, sample_rate=sr, mapping_path=REPO / "mappings" / "default.yaml")
+    assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 1.0
+    worst = 0.0
+    for k, ch in enumerate(chords):
+        seg = y[int((k + 0.45) * sr):int((k + 0.95) * sr)].astype(np.float64)
+        assert 20 * np.log10(np.sqrt(np.mean(seg ** 2))) > -40.0
+        X, df = f0mod._spectrum(seg, sr)
+        for n in ch:
+            others = [midi_to_hz(o) for o in ch if o != n]
+            f = _partial_f0(X, df, midi_to_hz(n), others)
+            worst = max(worst, abs(cents(f, midi_to_hz(n))))
+    assert worst <= 10.0, worst
