@@ -55,7 +55,7 @@ def _progress(total: int, enabled: bool):
 
 def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None, seed: int = 0,
                 lookahead: int = 0, tail_s: float = 0.0, progress: bool = False,
-                polyphony: int | None = None) -> np.ndarray:
+                polyphony: int | None = None, sink=None) -> np.ndarray:
     """Render a MIDI file to a float32 mono signal, exactly to the file's end (+ ``tail_s``).
 
     Parameters
@@ -69,6 +69,10 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     tail_s : float
         Seconds rendered after the end of the file (for releases); 0 = the file's
         length exactly.
+    sink : callable, optional
+        ``sink(block)`` receives the audio as it is rendered (float32 blocks of up to 64
+        hops) and nothing is kept: memory does not grow with the song (``canne render``
+        streams to the output file this way). The return value is then empty.
 
     Returns
     -------
@@ -114,7 +118,11 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
             n = min(target - pos, hop if lfos else 64 * hop)
             if lfos:
                 mapper.tick(pos / sr)
-            chunks.append(engine.render(n))
+            block = engine.render(n)
+            if sink is not None:
+                sink(block)
+            else:
+                chunks.append(block)
             if bar is not None:
                 bar.update(n / sr)
             pos += n
@@ -215,18 +223,8 @@ def write_audio(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16", c
     first (``run`` does, before rendering).
     """
     path = check_output(path, fmt, channels)
-    audio = np.clip(np.nan_to_num(np.asarray(audio, np.float32)), -1.0, 1.0)
-    if channels == 2:
-        audio = np.repeat(audio[:, None], 2, axis=1)
     container, subtypes = OUTPUT_FORMATS[path.suffix.lower()]
-    # Quantise here, the same way for every writer and container (libsndfile's own
-    # float-to-integer conversion differs between WAV and FLAC by one step).
-    if fmt == "pcm16" and subtypes[fmt] != "VORBIS":
-        data = np.round(audio * 32767.0).astype(np.int16)
-    elif fmt == "pcm24" and subtypes[fmt] != "VORBIS":
-        data = np.round(audio * 8388607.0).astype(np.int32) << 8  # 24 bits, left-aligned in int32
-    else:
-        data = audio
+    data = _quantise(audio, fmt, subtypes, channels)
     sf = _soundfile()
     try:
         if sf is not None:
@@ -237,6 +235,47 @@ def write_audio(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16", c
         wavfile.write(str(path), int(sample_rate), data)
     except (OSError, RuntimeError) as exc:  # disk full, permission changed meanwhile...
         raise CanneError(f"cannot write {path}: {exc}") from None
+
+
+def _quantise(audio, fmt: str, subtypes: dict, channels: int) -> np.ndarray:
+    """Float [-1, 1] -> the samples written, the same way for every writer and container
+    (libsndfile's own float-to-integer conversion differs between WAV and FLAC by one step)."""
+    audio = np.clip(np.nan_to_num(np.asarray(audio, np.float32)), -1.0, 1.0)
+    if channels == 2:
+        audio = np.repeat(audio[:, None], 2, axis=1)
+    if fmt == "pcm16" and subtypes[fmt] != "VORBIS":
+        return np.round(audio * 32767.0).astype(np.int16)
+    if fmt == "pcm24" and subtypes[fmt] != "VORBIS":
+        return np.round(audio * 8388607.0).astype(np.int32) << 8  # 24 bits, left-aligned in int32
+    return audio
+
+
+class StreamWriter:
+    """Writes rendered blocks straight to the output file (soundfile), keeping only the
+    peak: ``canne render``'s memory does not grow with the song."""
+
+    def __init__(self, path, sample_rate: int, fmt: str = "pcm16", channels: int = 1):
+        sf = _soundfile()
+        self.path = check_output(path, fmt, channels)
+        container, self.subtypes = OUTPUT_FORMATS[self.path.suffix.lower()]
+        self.fmt, self.channels, self.frames, self.peak = fmt, channels, 0, 0.0
+        try:
+            self._f = sf.SoundFile(str(self.path), "w", samplerate=int(sample_rate),
+                                   channels=channels, subtype=self.subtypes[fmt], format=container)
+        except (OSError, RuntimeError) as exc:
+            raise CanneError(f"cannot write {self.path}: {exc}") from None
+
+    def __call__(self, block: np.ndarray) -> None:
+        if block.size:
+            self.peak = max(self.peak, float(np.max(np.abs(np.nan_to_num(block)))))
+        try:
+            self._f.write(_quantise(block, self.fmt, self.subtypes, self.channels))
+        except (OSError, RuntimeError) as exc:
+            raise CanneError(f"cannot write {self.path}: {exc}") from None
+        self.frames += len(block)
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> None:
@@ -293,13 +332,23 @@ def run(args) -> int:
     else:
         mapping = paths.find_mapping(args.mapping) if args.mapping else None
     t0 = time.perf_counter()
-    audio = render_midi(args.midi, model, sample_rate=args.sample_rate, mapping_path=mapping,
-                        seed=args.seed, lookahead=args.lookahead, tail_s=args.tail,
-                        progress=not args.no_progress and sys.stderr.isatty(), polyphony=args.polyphony)
-    elapsed = time.perf_counter() - t0
-    write_audio(args.output, audio, args.sample_rate, args.format, args.channels)
-    dur = len(audio) / args.sample_rate
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    opts = dict(sample_rate=args.sample_rate, mapping_path=mapping, seed=args.seed,
+                lookahead=args.lookahead, tail_s=args.tail, polyphony=args.polyphony,
+                progress=not args.no_progress and sys.stderr.isatty())
+    if spectrogram or _soundfile() is None:  # the picture needs the whole signal
+        audio = render_midi(args.midi, model, **opts)
+        elapsed = time.perf_counter() - t0
+        write_audio(args.output, audio, args.sample_rate, args.format, args.channels)
+        n, peak = len(audio), (float(np.max(np.abs(audio))) if audio.size else 0.0)
+    else:  # streamed to the file: memory independent of the song's length
+        writer = StreamWriter(args.output, args.sample_rate, args.format, args.channels)
+        try:
+            render_midi(args.midi, model, sink=writer, **opts)
+        finally:
+            writer.close()
+        elapsed = time.perf_counter() - t0
+        n, peak = writer.frames, writer.peak
+    dur = n / args.sample_rate
     peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
     print(f"wrote {args.output}: {dur:.2f} s at {args.sample_rate} Hz, {args.channels} ch, peak {peak_db:.1f} dBFS, "
           f"rendered in {elapsed:.2f} s ({dur / max(elapsed, 1e-9):.1f}x real time)")

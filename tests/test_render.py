@@ -221,3 +221,43 @@ def test_output_is_checked_before_anything_is_loaded_or_rendered(tmp_path, outpu
     errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln]
     assert len(errors) == 1 and needle in errors[0], r.stderr
     assert not list(tmp_path.glob("o*"))
+
+
+def test_render_streams_to_the_file_with_memory_independent_of_length(tmp_path):
+    """render_midi(sink=...) keeps nothing: the Python heap peak of a 4x longer song is
+    the same (tracemalloc), and the streamed file equals the in-memory render."""
+    import tracemalloc
+
+    import mido
+
+    from daemon.model import DecoderModel
+    from daemon.render import StreamWriter, render_midi
+
+    model = DecoderModel(REPO / "models" / "default")
+
+    def song(path, seconds):
+        mid = mido.MidiFile(ticks_per_beat=480)
+        tr = mido.MidiTrack()
+        mid.tracks.append(tr)
+        for i in range(seconds):
+            tr.append(mido.Message("note_on", note=60 + i % 5, velocity=90, time=0 if i == 0 else 10))
+            tr.append(mido.Message("note_off", note=60 + i % 5, time=950))
+        mid.save(str(path))
+        return path
+
+    peaks = []
+    for seconds in (3, 12):
+        path = song(tmp_path / f"s{seconds}.mid", seconds)
+        writer = StreamWriter(tmp_path / f"s{seconds}.wav", 48000, "float")
+        tracemalloc.start()
+        render_midi(path, model, sample_rate=48000, mapping_path=None, sink=writer)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        writer.close()
+    # a 12 s float32 song at 48 kHz is 2.3 MB: a render that kept it would grow by that
+    assert peaks[1] - peaks[0] < 1_000_000, peaks
+    import soundfile as sf
+
+    streamed, _ = sf.read(tmp_path / "s3.wav", dtype="float32")
+    whole = render_midi(tmp_path / "s3.mid", model, sample_rate=48000, mapping_path=None)
+    np.testing.assert_array_equal(streamed, whole)
