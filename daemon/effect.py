@@ -277,6 +277,7 @@ class EffectControls:
 
     def __init__(self, effect: EffectEngine):
         self.effect = effect
+        self.model = effect.decoder  # what a mapping is validated against
 
     def set_param(self, name: str, value: float) -> None:
         self.effect.set_param(name, value)
