@@ -6,7 +6,7 @@ The only module of ``daemon`` that imports ``rtmidi``. It keeps
   (every 1–2 s, by the caller) to notice controllers leaving and coming back.
   ``mido.get_input_names()`` is never called: each call creates a new JACK/ALSA
   client and, under a running JACK stream, stalls the server (see
-  ``shared/LIVE_AUDIO.md``);
+  ``docs/daemon.md``, *Live audio in Python*);
 - one ``rtmidi.MidiIn`` per opened source port, plus one virtual input port
   (named ``CANNe``) where the OS allows it (not on Windows).
 

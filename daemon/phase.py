@@ -2,7 +2,8 @@
 
 After Průša & Holighaus, "Phase vocoder done right" (2017) and Průša, Balazs,
 Søndergaard, "A noniterative method for reconstruction of phase from STFT magnitude"
-(2017); written from the papers and ``shared/DESIGN.md``.
+(2017); written from the papers (the conventions that decide whether it works
+are listed below and in ``docs/contracts.md``).
 
 Conventions
 -----------

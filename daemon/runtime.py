@@ -22,7 +22,7 @@ Threads in the instrument process
   Signals (SIGINT/SIGTERM: fade out and exit 0; SIGHUP: reload the mapping)
   are handled here too, because Python runs signal handlers in the main thread.
 
-Start-up follows ``shared/LIVE_AUDIO.md``: ``sys.setswitchinterval(0.001)``;
+Start-up follows the measured rules in ``docs/daemon.md`` (*Live audio in Python*): ``sys.setswitchinterval(0.001)``;
 the decoder session has one thread and is warmed up; MIDI ports are opened
 before the audio stream; after the stream starts, ``gc.freeze(); gc.disable()``
 and explicit collections from the control loop.

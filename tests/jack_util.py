@@ -1,6 +1,6 @@
 """Real-parts helpers for daemon tests: a named JACK dummy server, a recorder, a MIDI sender.
 
-Recipes from ``shared/LIVE_AUDIO.md``: one named server per session
+Recipes (``docs/daemon.md``, *Live audio in Python*): one named server per session
 (``jackd -n NAME --no-realtime -d dummy -r 48000 -p 256``), the environment
 variables ``JACK_DEFAULT_SERVER=NAME`` and ``JACK_NO_START_SERVER=1``; the
 test's MIDI port and recorder are opened before the stream under test; clients
