@@ -77,6 +77,14 @@ def resolve_mapping(spec: str | None) -> str | None:
     return str(paths.find_mapping(spec))
 
 
+def _add_midi_options(p, midi_in_help: str) -> None:
+    """--midi-in, --no-virtual, --midi-api: the same for run, effect and learn."""
+    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR", help=midi_in_help)
+    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
+    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto",
+                   help="MIDI system (default: auto = JACK if running, else the native one)")
+
+
 def add_run_parser(sub) -> None:
     p = sub.add_parser(
         "run",
@@ -87,11 +95,7 @@ def add_run_parser(sub) -> None:
     p.add_argument("--model", default=None, metavar="DIR|NAME", help=_MODEL_HELP)
     p.add_argument("--mapping", default=None, metavar="YAML|NAME",
                    help=_MAPPING_HELP + "; reloaded when the file changes")
-    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
-                   help="open MIDI inputs whose name contains SUBSTR (repeatable; default: all hardware inputs)")
-    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
-    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto",
-                   help="MIDI system (default: auto = JACK if running, else the native one)")
+    _add_midi_options(p, "open MIDI inputs whose name contains SUBSTR (repeatable; default: all hardware inputs)")
     p.add_argument("--device", default=None, metavar="NAME|INDEX",
                    help="audio output device (name substring or index; default: JACK if running, else the system default)")
     p.add_argument("--sample-rate", type=float, default=None, metavar="HZ",
@@ -130,10 +134,7 @@ def add_effect_parser(sub) -> None:
     p.add_argument("--mapping", default="anne", metavar="YAML|NAME",
                    help="mapping with an 'effect:' section and effect_* knobs (default: anne); "
                         "'' for none; reloaded when the file changes")
-    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
-                   help="open MIDI inputs whose name contains SUBSTR (repeatable)")
-    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
-    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
+    _add_midi_options(p, "open MIDI inputs whose name contains SUBSTR (repeatable)")
     p.add_argument("--device", default=None, metavar="NAME|INDEX",
                    help="audio device with an input and an output (default: JACK if running)")
     p.add_argument("--sample-rate", type=float, default=None, metavar="HZ")
@@ -148,15 +149,7 @@ def add_effect_parser(sub) -> None:
 
 
 def cmd_effect(args) -> int:
-    if args.child or args.no_supervisor:
-        return _run_instrument_here(args)
-    from daemon.supervisor import Supervisor
-
-    argv = list(args.argv)
-    child_args = argv[argv.index("effect") + 1:] if "effect" in argv else []
-    child_args = ["--log-level", args.log_level, *child_args]
-    return Supervisor(child_args, watchdog_s=args.watchdog,
-                      command=[sys.executable, "-m", "daemon.cli", "effect"]).run()
+    return _supervised(args, "effect")
 
 
 def add_process_parser(sub) -> None:
@@ -203,14 +196,21 @@ def _run_options(args):
 
 
 def cmd_run(args) -> int:
+    return _supervised(args, "run")
+
+
+def _supervised(args, command: str) -> int:
+    """``canne run`` / ``canne effect``: here (the child, or --no-supervisor), or under the
+    supervisor, which starts ``python -m daemon.cli COMMAND --child ...``."""
     if args.child or args.no_supervisor:
         return _run_instrument_here(args)
     from daemon.supervisor import Supervisor
 
     argv = list(args.argv)
-    child_args = argv[argv.index("run") + 1:] if "run" in argv else []
+    child_args = argv[argv.index(command) + 1:] if command in argv else []
     child_args = ["--log-level", args.log_level, *child_args]
-    return Supervisor(child_args, watchdog_s=args.watchdog).run()
+    return Supervisor(child_args, watchdog_s=args.watchdog,
+                      command=[sys.executable, "-m", "daemon.cli", command]).run()
 
 
 def _run_instrument_here(args) -> int:
@@ -292,10 +292,7 @@ def add_learn_parser(sub) -> None:
     p.add_argument("--mapping", default=None, metavar="YAML|NAME",
                    help="mapping to update: a file (edited in place unless shipped) or a name; a new name "
                         "creates it in your mappings folder (default: 'default', your copy of it)")
-    p.add_argument("--midi-in", action="append", default=[], metavar="SUBSTR",
-                   help="listen only to inputs whose name contains SUBSTR (default: all hardware inputs)")
-    p.add_argument("--no-virtual", action="store_true", help="do not open the virtual input port 'CANNe'")
-    p.add_argument("--midi-api", choices=["auto", "jack", "alsa", "coremidi", "windows"], default="auto")
+    _add_midi_options(p, "listen only to inputs whose name contains SUBSTR (default: all hardware inputs)")
     p.add_argument("--model", default=None, metavar="DIR|NAME",
                    help="validate the result against this model (default: the default model)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",

@@ -47,6 +47,23 @@ def _resolve(path) -> Path:
     return p
 
 
+def _session(path: Path):
+    """An onnxruntime session as the live path needs it: one intra-op and one inter-op
+    thread, sequential (the default thread pool has millisecond worst cases), CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private types
+        raise ModelError(f"{path}: onnxruntime cannot load it: "
+                         f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+
+
 class DecoderModel:
     """A decoder ONNX session with the model's configuration.
 
@@ -70,17 +87,7 @@ class DecoderModel:
         import onnxruntime as ort
 
         self.path = _resolve(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises several private types
-            raise ModelError(f"{self.path}: onnxruntime cannot load it: {exc}") from exc
+        self._session = _session(self.path)
         try:
             raw = dict(self._session.get_modelmeta().custom_metadata_map)
         except Exception as exc:  # e.g. UnicodeDecodeError: metadata strings that are not UTF-8
@@ -96,11 +103,10 @@ class DecoderModel:
         else:
             self._input_name = inputs[0]
         self._output_name = self._session.get_outputs()[0].name
-        self._bound_p = None
         # decode(out=...) writes straight into the caller's buffer (no result array, no copy)
         self._binding = self._session.io_binding()
         self._bound_out = None  # (data pointer, shape) of the bound output buffer
-        self._bound_z = None  # the input array bound (the engine decodes from one buffer)
+        self._bound: dict = {}  # input name -> ((data pointer, shape), array) bound
         self._ort = ort
         # warm-up: the first run allocates; do it before any audio stream opens. It also
         # checks the output width against n_fft, which would otherwise fail in render
@@ -243,23 +249,7 @@ class DecoderModel:
             z = z[None, :]
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ModelError(f"{self.path}: decode expects z [batch, {self.latent_dim}], got {z.shape}")
-        if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
-                and out.shape == (z.shape[0], self.n_bins)):
-            b = self._binding
-            if z is not self._bound_z:  # an OrtValue over z's memory (shared on CPU, no copy)
-                b.bind_ortvalue_input(self._input_name, self._ort.OrtValue.ortvalue_from_numpy(z))
-                self._bound_z = z  # keeps the bound memory alive
-            key = (out.ctypes.data, out.shape)
-            if self._bound_out != key:
-                b.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
-                self._bound_out = key
-            self._session.run_with_iobinding(b)
-            return out
-        result = self._session.run([self._output_name], {self._input_name: z})[0]
-        if out is None:
-            return result
-        np.copyto(out, result)
-        return out
+        return self._run({self._input_name: z}, z.shape[0], out)
 
     def decode_pitched(self, z, pitch, out: np.ndarray | None = None) -> np.ndarray:
         """Decode latents at pitches (format 2): ``z`` [batch, latent_dim], ``pitch``
@@ -275,27 +265,27 @@ class DecoderModel:
         if z.ndim != 2 or z.shape[1] != self.latent_dim or pitch.shape != (z.shape[0], 1):
             raise ModelError(f"{self.path}: decode_pitched expects z [batch, {self.latent_dim}] and "
                              f"pitch [batch, 1], got {z.shape} and {pitch.shape}")
+        return self._run({"z": z, "pitch": pitch}, z.shape[0], out)
+
+    def _run(self, feeds: dict, batch: int, out: np.ndarray | None) -> np.ndarray:
+        """Run the session. With ``out`` (float32 C-contiguous [batch, n_bins]) the inputs
+        and the output are bound once per buffer (OrtValues over the caller's memory, no
+        copy) and onnxruntime writes straight into ``out``; else a new array is returned."""
         if (out is not None and out.dtype == np.float32 and out.flags.c_contiguous
-                and out.shape == (z.shape[0], self.n_bins)):
+                and out.shape == (batch, self.n_bins)):
             b = self._binding
-            ov = self._ort.OrtValue.ortvalue_from_numpy
-            key_z = (z.ctypes.data, z.shape)
-            if self._bound_z != key_z:
-                b.bind_ortvalue_input("z", ov(z))
-                self._bound_z = key_z
-                self._keep_z = z
-            key_p = (pitch.ctypes.data, pitch.shape)
-            if self._bound_p != key_p:
-                b.bind_ortvalue_input("pitch", ov(pitch))
-                self._bound_p = key_p
-                self._keep_p = pitch
+            for name, arr in feeds.items():
+                key = (arr.ctypes.data, arr.shape)
+                if self._bound.get(name, (None,))[0] != key:
+                    b.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(arr))
+                    self._bound[name] = (key, arr)  # keeps the bound memory alive
             key = (out.ctypes.data, out.shape)
             if self._bound_out != key:
                 b.bind_output(self._output_name, "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
                 self._bound_out = key
             self._session.run_with_iobinding(b)
             return out
-        result = self._session.run([self._output_name], {"z": z, "pitch": pitch})[0]
+        result = self._session.run([self._output_name], feeds)[0]
         if out is None:
             return result
         np.copyto(out, result)
@@ -324,17 +314,7 @@ class EncoderModel:
         if not self.path.is_file():
             raise ModelNotFoundError(f"encoder not found: {self.path} (the effect needs the model's "
                                      "encoder.onnx beside decoder.onnx)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"{self.path}: onnxruntime cannot load it: "
-                             f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+        self._session = _session(self.path)
         self.n_bins = decoder.n_bins
         self.latent_dim = decoder.latent_dim
         self._in = self._session.get_inputs()[0].name

@@ -19,7 +19,7 @@ import numpy as np
 from daemon import paths
 from daemon.errors import CanneError
 
-__all__ = ["process_audio", "add_arguments", "run", "main"]
+__all__ = ["process_audio", "add_arguments", "run"]
 
 MAX_INPUT_SECONDS = 3 * 3600
 
@@ -154,18 +154,3 @@ def run(args) -> int:
     print(f"wrote {args.output}: {dur:.2f} s at {sr} Hz through {decoder.path.parent.name}, "
           f"processed in {elapsed:.2f} s ({dur / max(elapsed, 1e-9):.1f}x real time)")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="canne process", description="The ANNe effect on a sound file.")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except CanneError as exc:
-        print(f"canne process: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

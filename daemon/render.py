@@ -32,7 +32,7 @@ from daemon import paths
 from daemon.errors import CanneError
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_MAPPING", "OUTPUT_FORMATS", "render_midi", "check_output", "write_audio",
-           "write_wav", "add_arguments", "run", "main"]
+           "write_wav", "add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -358,19 +358,3 @@ def run(args) -> int:
         spectrogram_png(spectrogram, audio, args.sample_rate, title=Path(args.midi).name)
         print(f"wrote {spectrogram}")
     return 0
-
-
-def main(argv=None) -> int:
-    """Standalone entry: ``python -m daemon.render SONG.mid -o OUT.wav``."""
-    p = argparse.ArgumentParser(prog="canne render", description="Render a MIDI file to WAV through the engine.")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except CanneError as exc:
-        print(f"canne render: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

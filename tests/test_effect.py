@@ -164,14 +164,14 @@ def test_canne_process_command(tmp_path, identity):
     model = build_identity_model(tmp_path / "model")
     x = signal(seed=5)
     sf.write(tmp_path / "in.wav", x.astype(np.float32), SR, subtype="FLOAT")
-    r = subprocess.run([sys.executable, "-m", "daemon.process", str(tmp_path / "in.wav"), "-o",
+    r = subprocess.run([sys.executable, "-m", "daemon.cli", "process", str(tmp_path / "in.wav"), "-o",
                         str(tmp_path / "out.flac"), "--model", str(model), "--gains", "1,1,1,1,1"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     y, sr = sf.read(tmp_path / "out.flac")
     assert sr == SR and len(y) == len(x)
     assert sc_db(x[N_FFT:], y[N_FFT:]) < -35.0  # 16-bit FLAC
-    bad = subprocess.run([sys.executable, "-m", "daemon.process", str(tmp_path / "nope.wav"), "-o",
+    bad = subprocess.run([sys.executable, "-m", "daemon.cli", "process", str(tmp_path / "nope.wav"), "-o",
                           str(tmp_path / "o.wav"), "--model", str(model)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.wav" in bad.stderr and "Traceback" not in bad.stderr
