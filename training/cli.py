@@ -170,7 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--tolerance", type=float, default=1e-4)
 
     r = sub.add_parser("report", help="PNG figures: loss curves, reconstructions, latents")
-    r.add_argument("--run", required=True)
+    r.add_argument("--run", help="training run: loss curves, reconstructions, latent histograms")
+    r.add_argument("--model", help="exported model folder: writes its latent_map.png (what each knob "
+                   "does) into it")
     r.add_argument("--out", help="folder for the PNGs (default: RUN/report)")
     r.add_argument("--corpus", help="corpus directory (default: the one it was trained on)")
     r.add_argument("--n-frames", type=int, default=6, help="validation frames to plot")
@@ -230,9 +232,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"exported {args.out}: latent_dim {meta['latent_dim']}, validation "
               f"{json.loads(meta['validation_metrics'])}")
     elif args.command == "report":
-        from training.report import write_report
+        from training.report import latent_map, write_report
 
-        files = write_report(args.run, args.out, corpus=args.corpus, n_frames=args.n_frames)
+        if not args.run and not args.model:
+            raise CanneError("report needs --run RUN (training curves) and/or --model DIR (latent map)")
+        files = write_report(args.run, args.out, corpus=args.corpus, n_frames=args.n_frames) \
+            if args.run else []
+        if args.model:
+            files.append(latent_map(args.model))
         for f in files:
             print(f)
     return 0
