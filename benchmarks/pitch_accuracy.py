@@ -9,7 +9,8 @@ Run from the repository root::
    reference note C4), modes ``transpose`` and ``tuned``, every note C2–C7, output at
    44.1 and 48 kHz (the model is 44.1 kHz): one voice, held latent, 1.2 s rendered and
    the f0 of 0.35–1.15 s measured. Target: every note within ±5 cents.
-2. ``models/default/`` in ``tuned`` mode over N random latents drawn uniformly inside
+2. ``models/one-octave/`` (the format-1 model; the pitch-conditioned default has its own
+   benchmark, ``benchmarks/conditioned.py``) in ``tuned`` mode over N random latents drawn uniformly inside
    the learned range (``latent_min``..``latent_max``), a random note C3–C6 each:
    mean/median/p95 |cents| and the fraction within ±5 and ±25 cents. A trained
    decoder's frame may have no clear fundamental; those latents count as they come
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings (smoke run, not the figures)")
     ap.add_argument("--latents", type=int, default=40, help="random latents for the default model")
-    ap.add_argument("--model", default=str(REPO / "models" / "default"))
+    ap.add_argument("--model", default=str(REPO / "models" / "one-octave"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     notes = list(range(36, 97))  # C2..C7

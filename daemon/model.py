@@ -242,13 +242,17 @@ class DecoderModel:
 
         Returns
         -------
-        ndarray [batch, n_bins] float32, linear magnitude (0..~1).
+        ndarray [batch, n_bins] float32, linear magnitude (0..~1). A pitch-conditioned
+        (format 2) decoder is decoded at its reference note here; see :meth:`decode_pitched`.
         """
         z = np.ascontiguousarray(z, dtype=np.float32)
         if z.ndim == 1:
             z = z[None, :]
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ModelError(f"{self.path}: decode expects z [batch, {self.latent_dim}], got {z.shape}")
+        if self.conditioned:  # format 2 asked without a pitch: at the reference note
+            ref = min(max(float(self.reference_note), self.pitch_min), self.pitch_max)
+            return self.decode_pitched(z, np.full((z.shape[0], 1), ref, np.float32), out)
         return self._run({self._input_name: z}, z.shape[0], out)
 
     def decode_pitched(self, z, pitch, out: np.ndarray | None = None) -> np.ndarray:

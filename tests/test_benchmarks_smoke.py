@@ -47,6 +47,23 @@ def test_pitch_accuracy_quick_prints_figures():
     assert re.search(r"\| transpose \| 48000 \| \d+\.\d+", out), out
 
 
+def test_conditioned_benchmark_runs_on_the_shipped_default(tmp_path):
+    """benchmarks/conditioned.py on tiny settings (no corpus: reconstruction and register
+    are skipped): prints the in-tune, chord, knob and cost figures as JSON."""
+    import json
+
+    out_json = tmp_path / "c.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.conditioned", "--latents", "1",
+                           "--note-step", "30", "--chord-latents", "1", "--seconds", "0.5",
+                           "--corpus", str(tmp_path / "none"), "--json", str(out_json)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out_json.read_text())
+    assert res["in_tune"]["renders"] == 3 and res["in_tune"]["within_10_cents"] == 1.0
+    assert res["chords"]["all_notes_within_10_cents"] == 1.0
+    assert len(res["knobs"]["per_neuron"]) == 8 and res["cost"]["rtf_64_voices_cpu"] > 0
+
+
 @pytest.mark.parametrize("sr,seconds,seed", [(44100.0, 1.0, 0), (48000.0, 0.5, 1)],
                          ids=["44k1_1s", "48k_0s5"])
 def test_f0_estimator_within_a_tenth_of_a_cent(sr, seconds, seed):
