@@ -246,16 +246,28 @@ class Recorder:
                 pass
         return ports
 
-    def close(self) -> None:
-        """Deactivate and close the client; safe to call twice."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Deactivate and close the client; safe to call twice, never hangs.
+
+        The process callback stops recording first; ``deactivate`` then runs on a helper
+        thread: on a loaded machine it once waited forever for a server cycle (the suite
+        hung in the JACK-restart test), so after ``timeout`` s the client is abandoned
+        (its server is killed or stopped by the caller anyway)."""
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            client.deactivate()
-            client.close()
-        except Exception:
-            pass
+        self.n = self.pos  # the callback now records nothing (p + frames > n)
+
+        def _close():
+            try:
+                client.deactivate()
+                client.close()
+            except Exception:
+                pass
+
+        t = threading.Thread(target=_close, name="recorder-close", daemon=True)
+        t.start()
+        t.join(timeout)
 
 
 class MidiSender:
