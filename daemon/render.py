@@ -344,8 +344,11 @@ def run(args) -> int:
         writer = StreamWriter(args.output, args.sample_rate, args.format, args.channels)
         try:
             render_midi(args.midi, model, sink=writer, **opts)
-        finally:
+        except BaseException:
             writer.close()
+            writer.path.unlink(missing_ok=True)  # no half-written file after an error
+            raise
+        writer.close()
         elapsed = time.perf_counter() - t0
         n, peak = writer.frames, writer.peak
     dur = n / args.sample_rate
