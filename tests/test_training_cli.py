@@ -12,15 +12,18 @@ from training import cli
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: Options of the recipe that are a machine budget, not part of the recipe's result.
-MACHINE_OPTIONS = {"--max-minutes", "--threads", "--corpus", "--out"}
+#: Options of the recipe that are a machine budget, not part of the recipe's result, and
+#: the options of a fine-tuning stage that belong to that stage only (where it starts
+#: from, its learning rate, its seed).
+MACHINE_OPTIONS = {"--max-minutes", "--threads", "--corpus", "--out", "--init", "--lr", "--seed"}
 
 
 def _recipe_train_options() -> dict[str, str]:
-    """The options of the ``canne-train train`` command in models/README.md's "Reproduce" block."""
+    """The options of the last ``canne-train train`` command (the stage that made the shipped
+    weights) in models/README.md's first "Reproduce" block (the default model's)."""
     text = (REPO / "models" / "README.md").read_text()
     block = text.split("## Reproduce", 1)[1].split("```", 2)[1]
-    command = re.search(r"canne-train train(.*?)(?:\n(?!\s)|\Z)", block.replace("\\\n", " "), re.S).group(1)
+    command = re.findall(r"canne-train train(.*?)(?:\n(?!\s)|\Z)", block.replace("\\\n", " "), re.S)[-1]
     words = shlex.split(command.split("#")[0])
     out, i = {}, 0
     while i < len(words):

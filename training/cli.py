@@ -41,10 +41,15 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
-#: The shipped model's recipe (models/README.md, "Reproduce"): the train subcommand's defaults.
+#: The shipped default model's recipe (models/README.md, "Reproduce", its last stage): the
+#: train subcommand's defaults. A pitch-conditioned harmonic decoder; the previous
+#: one-octave recipe is `--conditioning none --decoder-widths 64,256,1024 --lr-decay 0.985
+#: --epochs 400` with the rest as documented in its card.
 RECIPE_ENCODER = (1000, 256, 64)
-RECIPE_DECODER = (64, 256, 1024)
-RECIPE = {"epochs": 400, "patience": 20, "lr_decay": 0.985, "append": "none", "seed": 0}
+RECIPE_DECODER = (256, 256)
+RECIPE = {"epochs": 1000, "patience": 20, "lr_decay": 0.98, "append": "none", "seed": 0,
+          "conditioning": "pitch", "envelope": "smooth", "harmonic_floors": [0.35, 0.2, 0.2],
+          "noise_scale": "wide", "epoch_frames": 50000}
 
 
 def _widths(text: str) -> list[int] | str:
@@ -131,27 +136,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="dropout after hidden layers >= 256 wide (training only; 0: off)")
     t.add_argument("--input-dropout", type=float, default=0.0,
                    help="denoising: fraction of input bins zeroed while training (0: off)")
-    t.add_argument("--conditioning", choices=("none", "pitch"), default="none",
+    t.add_argument("--conditioning", choices=("none", "pitch"), default=RECIPE["conditioning"],
                    help="pitch: the decoder takes (z, pitch) - model format 2 (needs a corpus "
                         "with pitch labels; trains on its voiced frames)")
     t.add_argument("--pitch-decoder", choices=("harmonic", "mlp"), default="harmonic",
                    help="conditioned decoder: envelope x harmonic comb + noise, or a plain MLP")
-    t.add_argument("--envelope", choices=("bins", "smooth"), default="bins",
+    t.add_argument("--envelope", choices=("bins", "smooth"), default=RECIPE["envelope"],
                    help="harmonic decoder's envelope: one value per bin, or smooth (log-spaced "
                         "points x a bounded gain per harmonic: every latent stays clearly pitched)")
     t.add_argument("--harmonic-floor", type=float, default=0.0,
                    help="smooth envelope: the first 8 harmonics never fall below this fraction "
                         "of the strongest of them (0.3 keeps every latent clearly pitched; 0: off)")
-    t.add_argument("--harmonic-floors", type=lambda t: [float(v) for v in t.split(",")], default=[],
+    t.add_argument("--harmonic-floors", type=lambda t: [float(v) for v in t.split(",")],
+                   default=list(RECIPE["harmonic_floors"]),
                    metavar="F1,F2,..", help="smooth envelope: harmonic k never falls below Fk x the "
                    "strongest of the first 8 (e.g. 0.35,0.2,0.2: the fundamental and the next two stay "
                    "audible, so every latent keeps its pitch); replaces --harmonic-floor")
-    t.add_argument("--noise-scale", choices=("mel", "wide"), default="mel",
+    t.add_argument("--noise-scale", choices=("mel", "wide"), default=RECIPE["noise_scale"],
                    help="harmonic decoder's noise floor bands: mel, or wide (no band narrow enough "
                         "to pass for a partial)")
     t.add_argument("--init", default="", metavar="RUN|CKPT",
                    help="start from a checkpoint's weights (same widths), e.g. to fine-tune")
-    t.add_argument("--epoch-frames", type=int, default=0,
+    t.add_argument("--epoch-frames", type=int, default=RECIPE["epoch_frames"],
                    help="frames drawn afresh for each epoch (0: the whole training split)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     t.add_argument("--threads", type=int, default=all_cores(),

@@ -169,6 +169,10 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
 
     tr_idx, va_idx = split_frames(corpus, "train", mcfg), split_frames(corpus, "val", mcfg)
     if len(tr_idx) == 0 or len(va_idx) == 0:
+        if mcfg.conditioning == "pitch":
+            raise TrainingError(f"corpus {corpus.path} has no voiced (pitched) frames in its train or "
+                                "validation split; for unpitched material (drums, noise) train with "
+                                "--conditioning none")
         raise TrainingError(f"corpus {corpus.path} has an empty train or validation split")
     dev = cfg.device
     x_train = torch.as_tensor(np.ascontiguousarray(corpus.frames[tr_idx]), device=dev)
