@@ -76,9 +76,22 @@ def test_helper_processes_die_with_a_crashed_test_process(tmp_path):
 
 
 def test_kill_all_ends_registered_processes():
-    p = jack_util.spawn([sys.executable, "-c", "import time; time.sleep(600)"])
-    assert p.poll() is None
-    assert p.pid in jack_util.kill_all()
-    assert p.poll() is not None
-    time.sleep(0.05)
-    assert jack_util.kill_all() == []
+    """In a process of its own: kill_all() SIGKILLs *every* registered helper, and in this
+    process that would include the module's JACK server (a SIGKILLed jackd leaves its entry
+    in JACK's server registry, and after a few such runs new servers are refused)."""
+    code = textwrap.dedent(
+        """
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        import jack_util
+        p = jack_util.spawn([sys.executable, "-c", "import time; time.sleep(600)"])
+        assert p.poll() is None
+        assert p.pid in jack_util.kill_all()
+        assert p.poll() is not None
+        time.sleep(0.05)
+        assert jack_util.kill_all() == []
+        print("ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(HERE)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
