@@ -459,27 +459,16 @@ def _check_folder(path: Path) -> None:
         raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
 
 
-def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | None = "learned",
-                  source=None) -> str:
-    """Apply ``binding`` to the file, validate, write atomically; return the new text.
-
-    ``source``: read from this file instead while ``mapping_path`` does not exist
-    (the shipped mapping a user copy starts from); it is never written.
-    """
-    path = Path(mapping_path).expanduser()
-    _check_folder(path)
-    text = _read_mapping(path, source)
-    new = apply_binding_to_yaml(text, binding, comment=comment)
-    try:
-        yaml.safe_load(new)
-    except yaml.YAMLError as exc:  # pragma: no cover - apply_binding_to_yaml keeps YAML valid
-        raise MappingError(f"learn: the edit would break {path}: {exc}; file left untouched") from None
+def write_mapping_text(path: Path, new: str, model, what: str) -> None:
+    """Validate ``new`` against ``model`` (when given) and write it to ``path`` atomically
+    (a temporary file in the same folder, then a rename; the file keeps its mode, a new one
+    gets the usual mode). ``what`` names the edit in the refusal message."""
     if model is not None:
         try:
             load_mapping_text(new, model, source=str(path), path=path)
         except MappingError as exc:
-            raise MappingError(f"learn: binding {binding.describe()} refused, file left untouched: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=".learn-", suffix=".yaml", dir=str(path.parent))
+            raise MappingError(f"{what} refused, file left untouched: {exc}") from None
+    fd, tmp = tempfile.mkstemp(prefix=".canne-", suffix=".yaml", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(new)
@@ -496,4 +485,22 @@ def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | 
         except OSError:
             pass
         raise
+
+
+def write_binding(mapping_path, binding: Binding, *, model=None, comment: str | None = "learned",
+                  source=None) -> str:
+    """Apply ``binding`` to the file, validate, write atomically; return the new text.
+
+    ``source``: read from this file instead while ``mapping_path`` does not exist
+    (the shipped mapping a user copy starts from); it is never written.
+    """
+    path = Path(mapping_path).expanduser()
+    _check_folder(path)
+    text = _read_mapping(path, source)
+    new = apply_binding_to_yaml(text, binding, comment=comment)
+    try:
+        yaml.safe_load(new)
+    except yaml.YAMLError as exc:  # pragma: no cover - apply_binding_to_yaml keeps YAML valid
+        raise MappingError(f"learn: the edit would break {path}: {exc}; file left untouched") from None
+    write_mapping_text(path, new, model, f"learn: binding {binding.describe()}")
     return new

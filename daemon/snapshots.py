@@ -10,15 +10,13 @@ picks it up). See docs/snapshots.md.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from daemon.errors import MappingError
-from daemon.learn import _last_line
+from daemon.learn import _last_line, _read_mapping, write_mapping_text
 from daemon.mapping import PARAMS, Snapshot, load_mapping_text
 
 __all__ = ["apply_snapshot_to_yaml", "write_snapshot", "snapshot_yaml", "SNAPSHOT_TARGETS",
@@ -102,34 +100,6 @@ def apply_snapshot_to_yaml(text: str, snap: Snapshot) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, new: str, model, what: str) -> None:
-    if model is not None:
-        try:
-            load_mapping_text(new, model, source=str(path), path=path)
-        except MappingError as exc:
-            raise MappingError(f"{what} refused, file left untouched: {exc}") from None
-    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".yaml", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _read(path: Path, source) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return Path(source).read_text(encoding="utf-8") if source is not None else "version: 1\n"
-
-
 def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
     """Write ``snap`` into the mapping at ``path`` (read from ``source`` while ``path``
     does not exist: the shipped mapping a user copy starts from); validated against
@@ -137,8 +107,8 @@ def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
     path = Path(path).expanduser()
     if not path.parent.is_dir():
         raise MappingError(f"snapshot: folder {path.parent} does not exist")
-    new = apply_snapshot_to_yaml(_read(path, source), snap)
-    _write_text(path, new, model, f"snapshot {snap.slot}")
+    new = apply_snapshot_to_yaml(_read_mapping(path, source), snap)
+    write_mapping_text(path, new, model, f"snapshot {snap.slot}")
     return new
 
 
@@ -248,6 +218,6 @@ def learn_snapshot_key(mapping_path, target: str, messages, *, model=None, sourc
     path = Path(mapping_path).expanduser()
     if not path.parent.is_dir():
         raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
-    new = apply_snapshot_key_to_yaml(_read(path, source), b)
-    _write_text(path, new, model, f"learn: {b.describe()}")
+    new = apply_snapshot_key_to_yaml(_read_mapping(path, source), b)
+    write_mapping_text(path, new, model, f"learn: {b.describe()}")
     return b
