@@ -144,14 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--envelope", choices=("bins", "smooth"), default=RECIPE["envelope"],
                    help="harmonic decoder's envelope: one value per bin, or smooth (log-spaced "
                         "points x a bounded gain per harmonic: every latent stays clearly pitched)")
-    t.add_argument("--harmonic-floor", type=float, default=0.0,
-                   help="smooth envelope: the first 8 harmonics never fall below this fraction "
-                        "of the strongest of them (0.3 keeps every latent clearly pitched; 0: off)")
     t.add_argument("--harmonic-floors", type=lambda t: [float(v) for v in t.split(",")],
                    default=list(RECIPE["harmonic_floors"]),
                    metavar="F1,F2,..", help="smooth envelope: harmonic k never falls below Fk x the "
                    "strongest of the first 8 (e.g. 0.35,0.2,0.2: the fundamental and the next two stay "
-                   "audible, so every latent keeps its pitch); replaces --harmonic-floor")
+                   "audible, so every latent keeps its pitch)")
     t.add_argument("--noise-scale", choices=("mel", "wide"), default=RECIPE["noise_scale"],
                    help="harmonic decoder's noise floor bands: mel, or wide (no band narrow enough "
                         "to pass for a partial)")
@@ -211,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
                  "output_activation": args.output_activation, "dropout": args.dropout,
                  "input_dropout": args.input_dropout, "conditioning": args.conditioning,
                  "pitch_decoder": args.pitch_decoder, "envelope": args.envelope,
-                 "harmonic_floor": args.harmonic_floor, "harmonic_floors": args.harmonic_floors,
+                 "harmonic_floors": args.harmonic_floors,
                  "noise_scale": args.noise_scale,
                  "encoder_widths": list(THESIS_ENCODER) if args.encoder_widths == "thesis" else args.encoder_widths,
                  "decoder_widths": list(THESIS_DECODER) if args.decoder_widths == "thesis" else args.decoder_widths}

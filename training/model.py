@@ -58,14 +58,10 @@ class ModelConfig:
     n_envelope_points: int = 72
     n_harmonic_gains: int = 24
     harmonic_gain_range: float = 0.75
-    # smooth envelope: no harmonic among the first `n_floor_harmonics` falls below
-    # `harmonic_floor` x the strongest of them (0: off); keeps the pitch unambiguous
-    harmonic_floor: float = 0.0
-    n_floor_harmonics: int = 8
-    floor_fundamental_only: bool = False  # floor the fundamental alone (vs all of the first n)
-    # per-harmonic floors for harmonics 1, 2, ... (fractions of the strongest of the first
-    # n_floor_harmonics); when given, they replace harmonic_floor
+    # smooth envelope: harmonic k (1, 2, ...) never falls below harmonic_floors[k-1] x the
+    # strongest of the first `n_floor_harmonics` (empty: no floor); keeps the pitch unambiguous
     harmonic_floors: list = field(default_factory=list)
+    n_floor_harmonics: int = 8
     n_fft: int = 0  # 0: 2 * (n_bins - 1)
 
     def __post_init__(self) -> None:
@@ -313,15 +309,10 @@ class PitchDecoder(nn.Module):
             nn.init.xavier_normal_(self.gains.weight, gain=0.1)
             self.n_gains = cfg.n_harmonic_gains
             self.gain_range = float(cfg.harmonic_gain_range)
-            self.floor = float(cfg.harmonic_floor)
-            self.n_floor = int(cfg.n_floor_harmonics)
-            self.floor_h = 1.0 if cfg.floor_fundamental_only else float(cfg.n_floor_harmonics)
             floors = [float(v) for v in cfg.harmonic_floors]
-            if floors:
-                self.floor = 1.0
-                self.floor_h = float(len(floors))
-            else:
-                floors = [float(cfg.harmonic_floor)] * int(self.floor_h)
+            self.floored = bool(floors)
+            self.n_floor = int(cfg.n_floor_harmonics)
+            self.floor_h = float(len(floors))
             table = torch.zeros(cfg.n_bins)
             table[1:len(floors) + 1] = torch.tensor(floors)
             self.register_buffer("floor_table", table[None, :], persistent=False)
@@ -356,7 +347,7 @@ class PitchDecoder(nn.Module):
         if not self.smooth:
             return env * self.comb(pitch) + noise
         gains = 1.0 + self.gain_range * torch.tanh(self.gains(t))
-        if self.floor <= 0.0:
+        if not self.floored:
             return (env @ self.env_basis) * self.comb(pitch, gains) + noise
         # amplitude per bin (envelope x its harmonic's gain), floored over the first
         # harmonics at a fraction of their strongest, then shaped by the Hann lobes

@@ -7,6 +7,7 @@ Every checkpoint (``best.pt``, ``last.pt``) has the resolved configuration besid
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -136,7 +137,8 @@ def load_checkpoint(path: str | Path) -> tuple[Autoencoder, dict]:
     except Exception as exc:
         raise TrainingError(f"checkpoint {path} cannot be loaded safely: "
                             f"{str(exc).strip().splitlines()[0][:200]}") from None
-    model = Autoencoder(ModelConfig(**ck["model_config"]))
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = Autoencoder(ModelConfig(**{k: v for k, v in ck["model_config"].items() if k in known}))
     model.load_state_dict(ck["model_state"])
     model.eval()
     return model, ck
