@@ -1,39 +1,21 @@
 """Decoder model: an ONNX ``decoder.onnx`` run with onnxruntime, validated metadata.
 
-The contract is ``docs/contracts.md``: input ``z`` float32 [batch, latent_dim]
-(format 2 adds ``pitch`` float32 [batch, 1], a MIDI note number), output float32
-[batch, n_fft//2 + 1], configuration in ``metadata_props``.
+The contract is :mod:`daemon.contract` (described in ``docs/contracts.md``): input
+``z`` float32 [batch, latent_dim] (format 2 adds ``pitch`` float32 [batch, 1], a MIDI
+note number), output float32 [batch, n_fft//2 + 1], configuration in ``metadata_props``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from daemon import contract
+from daemon.contract import REQUIRED_KEYS, SUPPORTED_FORMAT_VERSIONS
 from daemon.errors import ModelError, ModelNotFoundError
 
 __all__ = ["DecoderModel", "EncoderModel", "REQUIRED_KEYS", "SUPPORTED_FORMAT_VERSIONS"]
-
-REQUIRED_KEYS = (
-    "canne_format_version",
-    "sample_rate",
-    "n_fft",
-    "hop_length",
-    "window",
-    "latent_dim",
-    "latent_min",
-    "latent_max",
-    "latent_default",
-    "reference_note",
-    "corpus",
-    "validation_metrics",
-)
-SUPPORTED_FORMAT_VERSIONS = ("1", "2")
-# format 2 (pitch-conditioned decoder): keys required on top of REQUIRED_KEYS
-CONDITIONED_KEYS = ("conditioning", "pitch_unit", "pitch_min", "pitch_max", "decoder_kind")
-DECODER_KINDS = ("harmonic", "mlp")
 
 
 def _resolve(path) -> Path:
@@ -79,6 +61,8 @@ class DecoderModel:
     reference_note : int
     metadata : dict
         Parsed metadata (JSON values decoded).
+    config : daemon.contract.ModelConfig
+        The validated configuration these attributes come from.
     path : Path
         The ``.onnx`` file.
     """
@@ -94,14 +78,8 @@ class DecoderModel:
             raise ModelError(f"{self.path}: unreadable metadata ({type(exc).__name__}); "
                              "re-export the model") from None
         self.metadata = self._validate(raw)
-        inputs = [i.name for i in self._session.get_inputs()]
-        if self.conditioned:
-            if sorted(inputs) != ["pitch", "z"]:
-                raise ModelError(f"{self.path}: a format-2 decoder takes inputs 'z' and 'pitch', "
-                                 f"this graph takes {inputs}; re-export the model")
-            self._input_name = "z"
-        else:
-            self._input_name = inputs[0]
+        self._input_name = contract.check_decoder_inputs(
+            [i.name for i in self._session.get_inputs()], self.conditioned, self.path)
         self._output_name = self._session.get_outputs()[0].name
         # decode(out=...) writes straight into the caller's buffer (no result array, no copy)
         self._binding = self._session.io_binding()
@@ -135,98 +113,16 @@ class DecoderModel:
 
     # ------------------------------------------------------------------ metadata
     def _validate(self, raw: dict) -> dict:
-        missing = [k for k in REQUIRED_KEYS if k not in raw]
-        if missing:
-            raise ModelError(
-                f"{self.path}: decoder metadata is missing key(s) {', '.join(missing)}; "
-                "re-export the model with canne-train export (see docs/contracts.md)"
-            )
-        meta: dict = {}
-        for key, value in raw.items():
-            try:
-                meta[key] = json.loads(value)
-            except (ValueError, TypeError, RecursionError):  # also a 5,000-digit number, [[[[...]]]]
-                meta[key] = value
-        version = str(meta["canne_format_version"])
-        if version not in SUPPORTED_FORMAT_VERSIONS:
-            raise ModelError(
-                f"{self.path}: canne_format_version={version!r} is not supported "
-                f"(this runtime reads {', '.join(SUPPORTED_FORMAT_VERSIONS)}); update canne-live"
-            )
-
-        def pos_int(key):
-            try:
-                v = int(meta[key])
-            except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400
-                v = 0
-            if v <= 0:
-                raise ModelError(f"{self.path}: metadata {key}={raw[key]!r:.80} must be a positive integer")
-            return v
-
-        self.sample_rate = pos_int("sample_rate")
-        self.n_fft = pos_int("n_fft")
-        self.hop_length = pos_int("hop_length")
-        self.latent_dim = pos_int("latent_dim")
-        self.n_bins = self.n_fft // 2 + 1
-        if self.n_fft % 2:
-            raise ModelError(f"{self.path}: metadata n_fft={self.n_fft} must be even")
-        if self.hop_length > self.n_fft:
-            raise ModelError(
-                f"{self.path}: metadata hop_length={self.hop_length} exceeds n_fft={self.n_fft}"
-            )
-        if str(meta["window"]).lower() != "hann":
-            raise ModelError(f"{self.path}: metadata window={meta['window']!r:.80}; only 'hann' is supported")
-
-        def vec(key):
-            try:
-                v = np.asarray(meta[key], dtype=np.float32).reshape(-1)
-            except (TypeError, ValueError, OverflowError):
-                v = np.zeros(0, np.float32)
-            if v.shape != (self.latent_dim,) or not np.all(np.isfinite(v)):
-                raise ModelError(
-                    f"{self.path}: metadata {key}={raw[key]!r:.80} must be a list of "
-                    f"{self.latent_dim} finite numbers (latent_dim)"
-                )
-            return v
-
-        self.latent_min = vec("latent_min")
-        self.latent_max = vec("latent_max")
-        self.latent_default = vec("latent_default")
-        try:
-            self.reference_note = int(meta["reference_note"])
-        except (TypeError, ValueError, OverflowError):
-            self.reference_note = -1
-        if not 0 <= self.reference_note <= 127:
-            raise ModelError(
-                f"{self.path}: metadata reference_note={raw['reference_note']!r:.80} must be a MIDI note 0..127"
-            )
-        self.format_version = int(version)
-        self.conditioned = version == "2"
-        self.pitch_min, self.pitch_max = 0.0, 127.0
-        self.decoder_kind = "free"
-        if self.conditioned:
-            missing = [k for k in CONDITIONED_KEYS if k not in raw]
-            if missing:
-                raise ModelError(f"{self.path}: format-2 metadata is missing key(s) "
-                                 f"{', '.join(missing)}; re-export the model (docs/contracts.md)")
-            if meta["conditioning"] != "pitch" or meta["pitch_unit"] != "midi_note":
-                raise ModelError(f"{self.path}: metadata conditioning={raw['conditioning']!r}, "
-                                 f"pitch_unit={raw['pitch_unit']!r}; this runtime reads "
-                                 "conditioning 'pitch' in unit 'midi_note'")
-            try:
-                lo, hi = float(meta["pitch_min"]), float(meta["pitch_max"])
-            except (TypeError, ValueError, OverflowError):
-                lo = hi = float("nan")
-            if not (0.0 <= lo < hi <= 127.0):
-                raise ModelError(f"{self.path}: metadata pitch_min={raw['pitch_min']!r}, "
-                                 f"pitch_max={raw['pitch_max']!r} must be MIDI notes with "
-                                 "0 <= pitch_min < pitch_max <= 127")
-            self.pitch_min, self.pitch_max = lo, hi
-            if meta["decoder_kind"] not in DECODER_KINDS:
-                raise ModelError(f"{self.path}: metadata decoder_kind={raw['decoder_kind']!r} "
-                                 f"must be one of {', '.join(DECODER_KINDS)}")
-            self.decoder_kind = meta["decoder_kind"]
-        return meta
+        """Check ``raw`` against the contract (daemon.contract) and set the attributes."""
+        cfg = contract.parse_metadata(raw, self.path)
+        self.config = cfg
+        self.sample_rate, self.n_fft, self.hop_length = cfg.sample_rate, cfg.n_fft, cfg.hop_length
+        self.latent_dim, self.n_bins = cfg.latent_dim, cfg.n_bins
+        self.latent_min, self.latent_max = cfg.latent_min, cfg.latent_max
+        self.latent_default, self.reference_note = cfg.latent_default, cfg.reference_note
+        self.format_version, self.conditioned = cfg.format_version, cfg.conditioned
+        self.pitch_min, self.pitch_max, self.decoder_kind = cfg.pitch_min, cfg.pitch_max, cfg.decoder_kind
+        return cfg.metadata
 
     # ------------------------------------------------------------------ inference
     def decode(self, z, out: np.ndarray | None = None) -> np.ndarray:
@@ -269,7 +165,7 @@ class DecoderModel:
         if z.ndim != 2 or z.shape[1] != self.latent_dim or pitch.shape != (z.shape[0], 1):
             raise ModelError(f"{self.path}: decode_pitched expects z [batch, {self.latent_dim}] and "
                              f"pitch [batch, 1], got {z.shape} and {pitch.shape}")
-        return self._run({"z": z, "pitch": pitch}, z.shape[0], out)
+        return self._run({contract.DECODER_INPUT: z, contract.PITCH_INPUT: pitch}, z.shape[0], out)
 
     def _run(self, feeds: dict, batch: int, out: np.ndarray | None) -> np.ndarray:
         """Run the session. With ``out`` (float32 C-contiguous [batch, n_bins]) the inputs

@@ -9,8 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from daemon.contract import OPTIONAL_KEYS, REQUIRED_KEYS
+from daemon.model import DecoderModel, EncoderModel
 from training.errors import ExportError
-from training.export import REQUIRED_KEYS, export_model, read_metadata
+from training.export import export_model, read_metadata
 from training.model import APPEND_OPTIONS
 from training.train import TrainConfig, train
 
@@ -97,6 +99,34 @@ def test_metadata_complete_and_well_formed(trained, corpus):
         json.loads(meta["training_config"])
     cfg = json.loads((model_dir / "config.json").read_text())
     assert cfg["model"]["latent_dim"] == d and cfg["stft"]["n_fft"] == TINY_STFT.n_fft
+
+
+def test_fresh_export_loads_through_the_daemons_loader(trained, corpus):
+    """The round trip the contract exists for: what the export writes, the daemon's own
+    loader (daemon.model) reads, with the same configuration and the same numbers."""
+    import torch
+
+    from training.train import load_checkpoint
+
+    _, run, model_dir = trained
+    dec = DecoderModel(model_dir)
+    meta = read_metadata(model_dir / "decoder.onnx")
+    assert set(meta) == set(REQUIRED_KEYS) | set(OPTIONAL_KEYS)
+    assert (dec.sample_rate, dec.n_fft, dec.hop_length, dec.latent_dim) == (
+        TINY_STFT.sample_rate, TINY_STFT.n_fft, TINY_STFT.hop_length, TINY_MODEL["latent_dim"])
+    assert dec.format_version == 1 and not dec.conditioned and dec.n_bins == TINY_STFT.n_bins
+    np.testing.assert_array_equal(dec.latent_default, np.array(json.loads(meta["latent_default"]), np.float32))
+    enc = EncoderModel(dec)
+    x = np.ascontiguousarray(corpus.frames[corpus.split_index("val")][:50])
+    model, _ = load_checkpoint(run)
+    with torch.no_grad():
+        z_ref = model.encoder(torch.as_tensor(x)).numpy()
+        y_ref = model.decoder(torch.as_tensor(z_ref)).numpy()
+    z = enc.encode(x)
+    assert np.max(np.abs(z - z_ref)) <= 1e-4
+    out = np.empty((len(z), dec.n_bins), np.float32)
+    assert dec.decode(z, out=out) is out  # the engine's in-place path
+    assert np.max(np.abs(out - y_ref)) <= 1e-4
 
 
 def test_decoder_output_safe_far_outside_learned_range(trained):

@@ -2,9 +2,12 @@
 
 Writes ``decoder.onnx`` (input ``z`` [batch, latent_dim] -> output ``magnitude``
 [batch, n_bins]), ``encoder.onnx`` (``magnitude`` -> ``z``, feature append inside the
-graph) and ``config.json``. Both ONNX files carry the metadata of docs/contracts.md.
-Before anything is written the exported graphs are run in onnxruntime and compared with
-torch; a difference above ``tolerance`` raises :class:`ExportError`.
+graph) and ``config.json``. Both ONNX files carry the metadata of the model contract,
+:mod:`daemon.contract` (the module the runtime's loader validates with; described in
+docs/contracts.md): written with ``contract.build_metadata`` and checked with
+``contract.parse_metadata`` before anything is written. The exported graphs are also run
+in onnxruntime and compared with torch; a difference above ``tolerance`` raises
+:class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -17,16 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daemon import contract
+from daemon.errors import ModelError
 from training.corpus import Corpus, load_corpus
 from training.errors import ExportError, TrainingError
 from training.train import evaluate, load_checkpoint
 
-FORMAT_VERSION = 1
-CONDITIONED_FORMAT_VERSION = 2
 OPSET = 17
-REQUIRED_KEYS = ("canne_format_version", "sample_rate", "n_fft", "hop_length", "window",
-                 "latent_dim", "latent_min", "latent_max", "latent_default", "reference_note",
-                 "corpus", "validation_metrics")
 
 
 @torch.no_grad()
@@ -156,7 +156,7 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
 
     Returns the metadata dict written into both ONNX files.
     """
-    run = Path(run)
+    run, out = Path(run), Path(out)
     model, ck = load_checkpoint(run)
     model = model.float().cpu().eval()
     resolved_path = (run if run.is_dir() else run.parent) / "config.json"
@@ -202,27 +202,21 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     vm = {k: round(float(v), 6) for k, v in vm.items()}
     vm.update({"split": "validation", "n_frames": int(len(val_frames)),
                "n_patches": len(corpus.meta["split"]["val"])})
-    meta = {
-        "canne_format_version": str(CONDITIONED_FORMAT_VERSION if cond else FORMAT_VERSION),
-        "sample_rate": str(st.sample_rate),
-        "n_fft": str(st.n_fft),
-        "hop_length": str(st.hop_length),
-        "window": st.window,
-        "latent_dim": str(cfg.latent_dim),
-        "latent_min": json.dumps(lat["latent_min"]),
-        "latent_max": json.dumps(lat["latent_max"]),
-        "latent_default": json.dumps(lat["latent_default"]),
-        "reference_note": str(reference_note),
-        "corpus": description or corpus.meta["description"],
-        "validation_metrics": json.dumps(vm),
-        "training_config": json.dumps(resolved),
-    }
+    pitch_range = None
     if cond:
         pv = corpus.pitch[tr]
-        meta.update({"conditioning": "pitch", "pitch_unit": "midi_note",
-                     "pitch_min": f"{float(np.floor(pv.min() * 100) / 100):.2f}",
-                     "pitch_max": f"{float(np.ceil(pv.max() * 100) / 100):.2f}",
-                     "decoder_kind": cfg.pitch_decoder})
+        pitch_range = (float(np.floor(pv.min() * 100) / 100), float(np.ceil(pv.max() * 100) / 100))
+    meta = contract.build_metadata(
+        sample_rate=st.sample_rate, n_fft=st.n_fft, hop_length=st.hop_length, window=st.window,
+        latent_dim=cfg.latent_dim, latent_min=lat["latent_min"], latent_max=lat["latent_max"],
+        latent_default=lat["latent_default"], reference_note=reference_note,
+        corpus=description or corpus.meta["description"], validation_metrics=vm,
+        training_config=resolved, pitch_range=pitch_range,
+        decoder_kind=cfg.pitch_decoder if cond else None)
+    try:  # the runtime's own validation, before any graph is exported
+        contract.parse_metadata(meta, "exported metadata")
+    except ModelError as exc:
+        raise ExportError(f"{exc}; nothing was written to {out}") from None
 
     # parity inputs: encoded training latents plus points beyond the learned range
     zs = z[rng.choice(len(z), min(256, len(z)), replace=False)]
@@ -236,26 +230,28 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
                              size=(len(z_test), 1)).astype(np.float32)
 
     model.eval()
-    out = Path(out)
+    dec_inputs = (contract.DECODER_INPUT, contract.PITCH_INPUT)
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         dec, enc = td / "decoder.onnx", td / "encoder.onnx"
         with torch.no_grad():
             if cond:
                 _export_graph(model.decoder, (torch.as_tensor(z_test[:2]),
-                                              torch.as_tensor(p_test[:2])), dec, ("z", "pitch"),
-                              "magnitude")
+                                              torch.as_tensor(p_test[:2])), dec, dec_inputs,
+                              contract.DECODER_OUTPUT)
                 ref_dec = model.decoder(torch.as_tensor(z_test), torch.as_tensor(p_test)).numpy()
             else:
-                _export_graph(model.decoder, torch.as_tensor(z_test[:2]), dec, "z", "magnitude")
+                _export_graph(model.decoder, torch.as_tensor(z_test[:2]), dec, contract.DECODER_INPUT,
+                              contract.DECODER_OUTPUT)
                 ref_dec = model.decoder(torch.as_tensor(z_test)).numpy()
-            _export_graph(model.encoder, torch.as_tensor(x_test[:2]), enc, "magnitude", "z")
+            _export_graph(model.encoder, torch.as_tensor(x_test[:2]), enc, contract.ENCODER_INPUT,
+                          contract.ENCODER_OUTPUT)
             ref_enc = model.encoder(torch.as_tensor(x_test)).numpy()
         _set_metadata(dec, meta)
         _set_metadata(enc, meta)
-        d_dec = _parity(dec, ("z", "pitch") if cond else "z",
+        d_dec = _parity(dec, dec_inputs if cond else contract.DECODER_INPUT,
                         (z_test, p_test) if cond else z_test, ref_dec)
-        d_enc = _parity(enc, "magnitude", x_test, ref_enc)
+        d_enc = _parity(enc, contract.ENCODER_INPUT, x_test, ref_enc)
         if not (d_dec <= tolerance and d_enc <= tolerance):
             raise ExportError(f"onnxruntime differs from torch by {max(d_dec, d_enc):.3g} "
                               f"(decoder {d_dec:.3g}, encoder {d_enc:.3g}) > tolerance "
@@ -266,10 +262,8 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     config = {**resolved, "export": {"run": str(run), "best_epoch": ck["info"].get("epoch"),
                                      "parity_max_abs_diff": {"decoder": d_dec, "encoder": d_enc},
                                      "opset": OPSET, "default_latent": default_info},
-              "metadata": {k: (json.loads(v) if k in ("latent_min", "latent_max",
-                                                      "latent_default", "validation_metrics",
-                                                      "pitch_min", "pitch_max")
-                               else v) for k, v in meta.items() if k != "training_config"}}
+              "metadata": {k: (json.loads(v) if k in contract.JSON_KEYS else v)
+                           for k, v in meta.items() if k not in contract.OPTIONAL_KEYS}}
     (out / "config.json").write_text(json.dumps(config, indent=1))
     return meta
 
