@@ -59,16 +59,21 @@ class OverlapAdd:
     """Streaming inverse STFT: irfft, synthesis window, overlap-add, ``hop`` samples out.
 
     Works in float32 (complex64 spectra, float32 accumulators): ~1e-7 relative
-    error, several times faster than float64. Frames are given as complex
-    spectra with phase measured from the window
-    *centre* (the convention of :mod:`daemon.phase`); ``push`` multiplies by
-    ``(-1)**m`` (a circular shift of ``n_fft/2``) before the inverse FFT.
+    error, several times faster than float64. Spectra are given *signed*: with
+    phase measured from the window centre (the convention of :mod:`daemon.phase`)
+    times ``(-1)**m`` (:attr:`sign`, a circular shift of ``n_fft/2``), which is the
+    frame-start phase the inverse FFT expects; :meth:`daemon.phase.RTPGHI.write_frame`
+    writes them so.
 
     Parameters
     ----------
     n_fft, hop_length : int
     n_rows : int
-        Independent streams (voices); ``push`` sums their output.
+        Independent streams (voices).
+
+    Allocation per push: ``scipy.fft.irfft`` returns a new float32 array of
+    ``rows * n_fft`` samples (it has no ``out=``); everything else works in
+    buffers allocated here.
     """
 
     def __init__(self, n_fft: int, hop_length: int, n_rows: int = 1):
@@ -78,10 +83,9 @@ class OverlapAdd:
         self.window = synthesis_window(n_fft, hop_length)
         n_bins = n_fft // 2 + 1
         self.sign = np.where(np.arange(n_bins) % 2 == 0, 1.0, -1.0)
+        self.sign32 = self.sign.astype(np.float32)
         self._acc = np.zeros((n_rows, n_fft), np.float32)  # per-row accumulators
-        self._spec = np.zeros((n_rows, n_bins), dtype=np.complex64)
         self._window32 = self.window.astype(np.float32)
-        self._sign32 = self.sign.astype(np.float32)
         self.out = np.zeros(hop_length)
 
     def reset(self, row: int | None = None) -> None:
@@ -94,15 +98,11 @@ class OverlapAdd:
         """Copy the state of row ``src`` into row ``dst``."""
         self._acc[dst] = self._acc[src]
 
-    def _add_frames(self, spectra: np.ndarray, rows: slice, signed: bool = False) -> np.ndarray:
-        """irfft, window and add ``spectra[rows]`` into the accumulators; return ``acc[rows]``."""
+    def _add_frames(self, spectra: np.ndarray, rows: slice) -> np.ndarray:
+        """irfft, window and add the signed ``spectra[rows]`` into the accumulators;
+        return ``acc[rows]``."""
         acc = self._acc[rows]
-        if signed:  # the caller already multiplied by (-1)**m (:attr:`sign`)
-            spec = spectra[rows]
-        else:
-            spec = self._spec[rows]
-            np.multiply(spectra[rows], self._sign32, out=spec, casting="same_kind")
-        frames = _irfft(spec, n=self.n_fft, axis=1)
+        frames = _irfft(spectra[rows], n=self.n_fft, axis=1)
         np.multiply(frames, self._window32, out=frames)
         np.add(acc, frames, out=acc)
         return acc
@@ -114,10 +114,10 @@ class OverlapAdd:
         acc[:, -hop:] = 0.0
 
     def push(self, spectra: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Add one frame per row (rows ``0..n-1``), return the next ``hop`` summed samples.
+        """Add one signed frame per row (rows ``0..n-1``), return the next ``hop`` summed samples.
 
-        ``spectra`` is complex [rows, n_bins] (centre phase). Returns ``self.out``
-        [hop] (a view, overwritten on the next call).
+        ``spectra`` is complex [rows, n_bins]. Returns ``self.out`` [hop] (a view,
+        overwritten on the next call).
         """
         n = self.n_rows if n is None else n
         if n:
@@ -128,19 +128,15 @@ class OverlapAdd:
             self.out[:] = 0.0
         return self.out
 
-    def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None,
-                  *, signed: bool = False) -> np.ndarray | None:
+    def push_rows(self, spectra: np.ndarray, rows: slice, out: np.ndarray | None = None) -> np.ndarray | None:
         """Like :meth:`push` for a contiguous range of rows, without summing.
 
         Writes the next ``hop`` samples of each row into ``out[rows]`` (shape
         [rows, hop]) if given; ``out=None`` discards them (priming).
-        ``signed=True``: ``spectra`` already carry the ``(-1)**m`` of the centre-phase
-        convention (:attr:`sign`; the engine folds it into the magnitudes, saving
-        a pass over the complex spectra).
         """
         if self._acc[rows].shape[0] == 0:
             return out
-        acc = self._add_frames(spectra, rows, signed)
+        acc = self._add_frames(spectra, rows)
         if out is not None:
             out[rows] = acc[:, :self.hop]
         self._advance(acc)

@@ -242,11 +242,11 @@ class EffectEngine:
             if phase_src == "input":
                 # the input's phase (frame-start convention, as rfft gives it)
                 unit = np.divide(X, mag, out=np.zeros_like(X), where=mag > 0)
-                spec[0] = m * unit
-                spec[0] *= self._ola._sign32  # OverlapAdd takes centre-phase spectra
+                spec[0] = m * unit  # frame-start phase: what OverlapAdd takes
             else:
-                ph = self._phase.execute(m[None, :], 1)
+                ph = self._phase.execute(m[None, :], 1)  # centre phase: signed for OverlapAdd
                 spec[0] = m * np.exp(1j * ph[0])
+                spec[0] *= self._ola.sign32
             spec[0, 0] = 0.0  # no DC in the wet signal
         wet = self._ola.push(spec, 1)
         dry = buf[:H]  # the input n_fft samples ago: aligned with the wet hop

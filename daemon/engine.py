@@ -130,7 +130,6 @@ class _Core:
         self.hop_ms = 1000.0 * self.hop / self.sr
         self.phase = RTPGHI(self.n_fft, self.hop, rows, lookahead, seed=seed)
         self.ola = OverlapAdd(self.n_fft, self.hop, rows)
-        self._sign32 = self.ola.sign.astype(np.float32)  # (-1)**m, see _spectrum
         self.pitch = PitchStage(B, rows, bin_ratio=self.bin_ratio, n_fft=self.n_fft, sr_out=self.sr)
         self.voices = VoiceBank(rows, polyphony, self._move)
         self.conditioned = bool(getattr(model, "conditioned", False))
@@ -153,16 +152,11 @@ class _Core:
         self.ratio = np.ones(rows)
         self.offset = np.zeros(rows)
         self.spec = np.zeros((rows, B), np.complex64)
-        self._ph32 = np.zeros((rows, B), np.float32)
-        self._re = np.zeros((rows, B), np.float32)
-        self._im = np.zeros((rows, B), np.float32)
-        self._m32 = np.zeros((rows, B), np.float32)
         self.rows_out = np.zeros((rows, self.hop), np.float32)
         self._dg = np.zeros(rows)
         self._flat_part = np.zeros(self.hop)
         self.ramp = np.arange(1, self.hop + 1) / self.hop
         self.out = np.zeros(self.hop)
-        self._per_voice_scale = False
         # FIFO of rendered samples (for mixing cores with different hops)
         self._fifo = np.zeros(self.hop)
         self._fifo_pos = self.hop
@@ -348,7 +342,6 @@ class _Core:
             self.decode(eng._smooth_c, stats, pitch=ref)
         else:
             self.decode(eng._smooth_c, stats)
-        self._per_voice_scale = per_voice
         vb = self.voices
         n = vb.step(self.hop_ms)
         out = self.out
@@ -359,12 +352,14 @@ class _Core:
             self.decode_voices(n, eng, stats)
             pitched = self.vmag
             hint = self.vhint if self.harmonic or eng._pitch_mode == "tuned" else None
+            gain = self.vscale  # per voice (float64, rounded to float32 once)
         else:
             self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend,
                            eng._params["shift_bins"], eng._note_bend)
             pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
                                          wrap=eng._params["shift_wrap"] >= 0.5)
             hint = self.pitch.freq
+            gain = self.scale  # a Python float: multiplied in float32
         # new voices: start as if the frame had been held (full level at once;
         # the envelope attack is the declick)
         for i in range(n):
@@ -377,14 +372,13 @@ class _Core:
                     sl = slice(i, i + 1)
                     self.phase.prime(i, pitched[i], self.n_prime, None if hint is None else hint[i])
                     for _ in range(self.n_prime):
-                        ph = self.phase.execute(pitched, rows=sl, advance=False, freq_hint=hint)
-                        self._spectrum(ph, sl)
-                        self.ola.push_rows(self.spec, sl, None, signed=True)
+                        self.phase.execute_frame(pitched, self.spec, gain, rows=sl, advance=False,
+                                                 freq_hint=hint)
+                        self.ola.push_rows(self.spec, sl)
         rows = slice(0, n)
-        ph = self.phase.execute(pitched, n, freq_hint=hint)
-        self._spectrum(ph, rows)
+        self.phase.execute_frame(pitched, self.spec, gain, rows=rows, freq_hint=hint)
         y = self.rows_out
-        self.ola.push_rows(self.spec, rows, y, signed=True)
+        self.ola.push_rows(self.spec, rows, y)
         # sum_v y_v(t) * (g0_v + (g1_v - g0_v) * ramp(t)), as two matrix-vector products
         dg = self._dg[:n]
         np.subtract(vb.g1[:n], vb.g0[:n], out=dg)
@@ -404,31 +398,6 @@ class _Core:
                     fp *= y[i]
                     out += fp
         return out
-
-    def _spectrum(self, ph: np.ndarray, rows: slice) -> None:
-        """spec[rows] = out_mag * scale * (-1)**m * exp(i*ph), in float32 (SIMD sin/cos).
-
-        The ``(-1)**m`` (exact) is the overlap-add's centre-phase shift, folded in
-        here on the real magnitudes (``push_rows(..., signed=True)``).
-        """
-        p32 = self._ph32[rows]
-        np.copyto(p32, ph, casting="same_kind")
-        re = self._re[rows]
-        im = self._im[rows]
-        m = self._m32[rows]
-        if self.conditioned and self._per_voice_scale:
-            np.multiply(self.phase.out_mag[rows], self.vscale[rows, None], out=m,
-                        casting="same_kind")
-        else:
-            np.multiply(self.phase.out_mag[rows], self.scale, out=m, casting="same_kind")
-        m *= self._sign32
-        np.cos(p32, out=re)
-        np.sin(p32, out=im)
-        re *= m
-        im *= m
-        spec = self.spec[rows]
-        spec.real = re
-        spec.imag = im
 
     def pull(self, eng: "Engine", dst: np.ndarray) -> None:
         """Add ``len(dst)`` samples of this core's output to ``dst``."""

@@ -135,6 +135,15 @@ class RTPGHI:
         self._b1 = np.zeros(V * B, bool)
         self._b2 = np.zeros(V * B, bool)
         self._rowmax = np.zeros(V, f4)
+        self._thr = np.zeros(V, f4)
+        self._den = np.zeros((V, B), f4)
+        self._mean = np.zeros((V, B), f8)
+        # write_frame: float32 phase, cos, sin, signed magnitude
+        self._sign32 = np.where(np.arange(B) % 2 == 0, 1.0, -1.0).astype(f4)
+        self._ph32 = np.zeros((V, B), f4)
+        self._re = np.zeros((V, B), f4)
+        self._im = np.zeros((V, B), f4)
+        self._m32 = np.zeros((V, B), f4)
         self.out_mag = self._m[0]  # view of the output frame's slot, set by execute
         self.out_phase = np.zeros((V, B), f8)
         for v in range(V):
@@ -202,18 +211,81 @@ class RTPGHI:
         Returns
         -------
         ndarray [n, n_bins] float64, a view of :attr:`out_phase` (wrapped to
-        (-pi, pi]). The matching magnitude is ``out_mag[sl]``.
+        (-pi, pi]). The matching magnitude is ``out_mag[sl]``; :meth:`write_frame`
+        turns both into the complex frame.
+
+        Stages, in order (each a method below): :meth:`_push_history` (log-magnitude
+        ring), :meth:`_frequency_gradient` (dphi/dm from ds/dn),
+        :meth:`_time_gradient` (dphi/dn from ds/dm or the hint),
+        :meth:`_significance`, :meth:`_segment_starts`, :meth:`_integrate`
+        (anchors along time, the rest along frequency), :meth:`_randomise_negligible`
+        and :meth:`_wrap_and_keep`.
         """
         if rows is None:
             rows = slice(0, self.n_voices if n is None else int(n))
         n = len(range(*rows.indices(self.n_voices)))
         sl = rows
-        B = self.n_bins
+        r0, r1, r2 = self._push_history(magnitude, sl, advance)
+        # lookahead 0: the newest frame is output; 1: the one before it
+        r_out, r_prev = (r0, r1) if self.lookahead == 0 else (r1, r2)
+        self.out_mag = self._m[r_out]
+        out_mag = self.out_mag[sl]
+        fgrad = self._frequency_gradient(sl, r0, r1, r2)
+        tgrad = self._time_gradient(sl, r0, r_out, freq_hint)
+        sig = self._significance(sl, out_mag)
+        start, rsb = self._segment_starts(sl, out_mag, sig)
+        out = self._integrate(sl, n, out_mag, self._m[r_prev, sl], start, rsb, fgrad, tgrad)
+        self._randomise_negligible(sl, n, out, sig)
+        self._wrap_and_keep(sl, n, out, tgrad)
+        return out
+
+    def execute_frame(self, magnitude: np.ndarray, spec: np.ndarray, gain, n: int | None = None, *,
+                      rows: slice | None = None, advance: bool = True,
+                      freq_hint: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`execute`, then :meth:`write_frame` into ``spec``; returns ``spec[rows]``."""
+        if rows is None:
+            rows = slice(0, self.n_voices if n is None else int(n))
+        self.execute(magnitude, rows=rows, advance=advance, freq_hint=freq_hint)
+        return self.write_frame(spec, rows, gain)
+
+    def write_frame(self, spec: np.ndarray, rows: slice, gain=1.0) -> np.ndarray:
+        """``spec[rows] = out_mag * gain * (-1)**m * exp(i*phase)`` (complex64; float32 sin/cos).
+
+        The one place magnitude and phase become the complex frame, from the last
+        :meth:`execute`. ``(-1)**m`` (exact) is the circular shift of ``n_fft/2`` from
+        the centre-phase convention to the frame-start one that the inverse FFT of
+        :class:`daemon.dsp.OverlapAdd` expects (its spectra are given signed).
+        ``gain``: a Python float (multiplied in float32) or a float64 array [rows]
+        (one gain per row, multiplied in float64, then rounded to float32).
+        """
+        p32 = self._ph32[rows]
+        np.copyto(p32, self.out_phase[rows], casting="same_kind")
+        re = self._re[rows]
+        im = self._im[rows]
+        m = self._m32[rows]
+        g = gain[rows, None] if isinstance(gain, np.ndarray) else gain
+        np.multiply(self.out_mag[rows], g, out=m, casting="same_kind")
+        m *= self._sign32
+        np.cos(p32, out=re)
+        np.sin(p32, out=im)
+        re *= m
+        im *= m
+        out = spec[rows]
+        out.real = re
+        out.imag = im
+        return out
+
+    # ------------------------------------------------------------------ stages
+    def _push_history(self, magnitude: np.ndarray, sl: slice, advance: bool) -> tuple[int, int, int]:
+        """Write the newest frame (magnitude and log) into the ring; return the slots
+        (newest, previous, two back). ``advance=False`` (priming): all three are the
+        current slot, which holds one repeated frame."""
         if advance:
-            r0 = (self._ring + 1) % 3  # slot for the newest frame
-            r1 = self._ring  # previous
-            r2 = (self._ring + 2) % 3  # two back
-        else:  # priming: all three slots of these rows hold the same frame
+            r0 = (self._ring + 1) % 3
+            r1 = self._ring
+            r2 = (self._ring + 2) % 3
+            self._ring = r0
+        else:
             r0 = r1 = r2 = self._ring
         s_new = self._s[r0, sl]
         m_new = self._m[r0, sl]
@@ -221,79 +293,79 @@ class RTPGHI:
         # (rounding is monotonic: max(f32(x), f32(c)) == f32(max(x, c)))
         np.maximum(m_new, self._floor32, out=s_new)
         np.log(s_new, out=s_new)
-        s1 = self._s[r1, sl]
-        s2 = self._s[r2, sl]
+        return r0, r1, r2
 
+    def _frequency_gradient(self, sl: slice, r0: int, r1: int, r2: int) -> np.ndarray:
+        """dphi/dm (rad per bin) = c_f * ds/dn: backward difference (lookahead 0;
+        measured better than the second-order one on onsets and chirps) or centred
+        (lookahead 1). Into :attr:`_fgrad`."""
         fgrad = self._fgrad[sl]
-        rowmax = self._rowmax[sl]
         if self.lookahead == 0:
-            s_out = s_new
-            # first-order backward difference: measured better than the
-            # second-order one (3 s_n - 4 s_n-1 + s_n-2)/2 on onsets and chirps
-            np.subtract(s_new, s1, out=fgrad)
-            self.out_mag = self._m[r0]
-            prev_mag = self._m[r1, sl]
+            np.subtract(self._s[r0, sl], self._s[r1, sl], out=fgrad)
         else:
-            s_out = s1
-            np.subtract(s_new, s2, out=fgrad)
+            np.subtract(self._s[r0, sl], self._s[r2, sl], out=fgrad)
             fgrad *= 0.5
-            self.out_mag = self._m[r1]
-            prev_mag = self._m[r2, sl]
-        out_mag = self.out_mag[sl]
-        if advance:
-            self._ring = r0
         np.multiply(fgrad, self._c_f, out=fgrad)
+        return fgrad
 
+    def _time_gradient(self, sl: slice, r0: int, r_out: int, freq_hint: np.ndarray | None) -> np.ndarray:
+        """dphi/dn (rad per hop) of the output frame into :attr:`_tgrad`: from the
+        frequency hint when given (kept in the ring with the frame), else from ds/dm."""
         tgrad = self._tgrad[sl]
         if freq_hint is not None:
             self._h[r0, sl] = freq_hint[sl]
-            hint = self._h[r0 if self.lookahead == 0 else r1, sl]
-            np.multiply(hint, TWO_PI * self.hop / self.n_fft, out=tgrad)
-        else:
-            # ds/dm, centred inside, one-sided at the edges
-            dsdm = self._dsdm[sl]
-            np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
-            dsdm[:, 1:-1] *= 0.5
-            dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
-            dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
-            tgrad = self._tgrad[sl]
-            np.multiply(dsdm, self._c_t, out=tgrad)
-            # at local maxima of s, the gradient estimate of the frequency is biased
-            # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
-            # estimate; their mean is accurate to ~1e-3 bin
-            curv = self._curv[sl]
-            np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
-            curv[:, 1:-1] += s_out[:, :-2]
-            pk = self._tmpb[sl]
-            pk[:, 0] = False
-            pk[:, -1] = False
-            np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
-            # vertex offset p = -ds/dm / curvature  (bins); as phase rate: 2 pi a p / L
-            np.divide(dsdm, np.where(pk, curv, -1.0), out=curv)
-            np.clip(curv, -1.0, 1.0, out=curv)
-            curv *= -TWO_PI * self.hop / self.n_fft
-            np.copyto(tgrad, 0.5 * (tgrad + curv), where=pk)
-            tgrad += self._bin_adv
+            np.multiply(self._h[r_out, sl], TWO_PI * self.hop / self.n_fft, out=tgrad)
+            return tgrad
+        s_out = self._s[r_out, sl]
+        # ds/dm, centred inside, one-sided at the edges
+        dsdm = self._dsdm[sl]
+        np.subtract(s_out[:, 2:], s_out[:, :-2], out=dsdm[:, 1:-1])
+        dsdm[:, 1:-1] *= 0.5
+        dsdm[:, 0] = s_out[:, 1] - s_out[:, 0]
+        dsdm[:, -1] = s_out[:, -1] - s_out[:, -2]
+        np.multiply(dsdm, self._c_t, out=tgrad)
+        # at local maxima of s, the gradient estimate of the frequency is biased
+        # (Hann is not Gaussian) in the opposite direction of the parabolic vertex
+        # estimate; their mean is accurate to ~1e-3 bin
+        curv = self._curv[sl]
+        np.subtract(s_out[:, 2:], 2.0 * s_out[:, 1:-1], out=curv[:, 1:-1])
+        curv[:, 1:-1] += s_out[:, :-2]
+        pk = self._tmpb[sl]
+        pk[:, 0] = False
+        pk[:, -1] = False
+        np.less(curv[:, 1:-1], -1e-9, out=pk[:, 1:-1])
+        # vertex offset p = -ds/dm / curvature  (bins); as phase rate: 2 pi a p / L
+        den = self._den[sl]
+        den[...] = -1.0
+        np.copyto(den, curv, where=pk)
+        np.divide(dsdm, den, out=curv)
+        np.clip(curv, -1.0, 1.0, out=curv)
+        curv *= -TWO_PI * self.hop / self.n_fft
+        mean = self._mean[sl]
+        np.add(tgrad, curv, out=mean)
+        mean *= 0.5
+        np.copyto(tgrad, mean, where=pk)
+        tgrad += self._bin_adv
+        return tgrad
 
-        # significance against the two-frame maximum
+    def _significance(self, sl: slice, out_mag: np.ndarray) -> np.ndarray:
+        """Bins above ``tol`` times the two-frame maximum (all False if it is 0)."""
+        rowmax = self._rowmax[sl]
         np.max(out_mag, axis=1, out=rowmax)
-        thr = np.maximum(rowmax, self._rowmax_prev[sl])
+        thr = self._thr[sl]
+        np.maximum(rowmax, self._rowmax_prev[sl], out=thr)
         self._rowmax_prev[sl] = rowmax
+        thr *= self.tol
         sig = self._sig[sl]
-        np.greater(out_mag, (self.tol * thr)[:, None], out=sig)  # (all False if thr == 0)
+        np.greater(out_mag, thr[:, None], out=sig)
+        return sig
 
-        # time integration for every bin (used at the anchors)
-        phi_t = self._phi_t[sl]
-        phase = self._phase[sl]
-        np.add(self._tgrad_prev[sl], tgrad, out=phi_t)
-        phi_t *= 0.5
-        phi_t += phase
-
-        # segmentation: a segment starts at bin 0, where significance changes
-        # (a run of negligible bins is one segment: its phases are random
-        # anyway) and at a valley inside a significant run
+    def _segment_starts(self, sl: slice, out_mag: np.ndarray, sig: np.ndarray):
+        """Segments start at bin 0, where significance changes (a run of negligible
+        bins is one segment: its phases are random anyway) and at a valley inside a
+        significant run. Returns (segment starts, significance-run starts)."""
         start = self._start[sl]
-        rsb = self._rsb[sl]  # run starts
+        rsb = self._rsb[sl]
         tmp = self._tmpb[sl]
         np.not_equal(sig[:, 1:], sig[:, :-1], out=rsb[:, 1:])
         rsb[:, 0] = True
@@ -304,7 +376,19 @@ class RTPGHI:
         start[:, -1] = out_mag[:, -1] < out_mag[:, -2]
         np.logical_and(start, sig, out=start)
         np.logical_or(start, rsb, out=start)
+        return start, rsb
 
+    def _integrate(self, sl: slice, n: int, out_mag: np.ndarray, prev_mag: np.ndarray,
+                   start: np.ndarray, rsb: np.ndarray, fgrad: np.ndarray,
+                   tgrad: np.ndarray) -> np.ndarray:
+        """Phase of every bin into :attr:`out_phase` (unwrapped): per segment, its anchor
+        integrated along time (trapezoid), the rest by the cumulative trapezoid of
+        ``fgrad`` outward from the anchor (see the module docstring)."""
+        # time integration for every bin (used at the anchors)
+        phi_t = self._phi_t[sl]
+        np.add(self._tgrad_prev[sl], tgrad, out=phi_t)
+        phi_t *= 0.5
+        phi_t += self._phase[sl]
         # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
         # (one cumulative sum over the flattened rows: only differences inside a
         # row are used, and a 1-D cumsum is several times faster than axis=1)
@@ -312,10 +396,10 @@ class RTPGHI:
         F[:, 0] = 0.0
         np.add(fgrad[:, 1:], fgrad[:, :-1], out=F[:, 1:])
         F[:, 1:] *= 0.5
-        Ff = F.reshape(-1)
-        np.cumsum(Ff, out=Ff)
+        flat_F = F.reshape(-1)
+        np.cumsum(flat_F, out=flat_F)
 
-        nb = n * B
+        nb = n * self.n_bins
         flat_mag = out_mag.reshape(-1)
         flat_prev = prev_mag.reshape(-1)
         lobe_start = start.reshape(-1)
@@ -327,59 +411,58 @@ class RTPGHI:
         # along time: as in the heap, it is reached along frequency from its
         # left neighbour, through the valley between them
         valid = np.maximum.reduceat(flat_prev, lstarts) > flat_mag[lstarts]
-        run_start = rsb.reshape(-1)[lstarts]
-        keep = valid | run_start
+        keep = valid | rsb.reshape(-1)[lstarts]
         seg_lobe = np.flatnonzero(keep)  # first lobe of each segment
         segstarts = lstarts[seg_lobe]
         seg_of_lobe = np.cumsum(keep) - 1
-        # (below, every [voices*bins] array is a preallocated buffer; only the
-        # per-lobe/per-segment arrays are allocated, a few hundred entries; a
-        # bin's segment is seg_of_lobe[lid], folded into each per-lobe lookup)
+        # (every [voices*bins] array below is a preallocated buffer, written with
+        # np.take(mode="clip"): the default mode buffers a copy of ``out``; only the
+        # per-lobe/per-segment arrays are allocated; a bin's segment is
+        # seg_of_lobe[lid], folded into each per-lobe lookup)
         # anchor candidates: the first (time-entered) lobe of a segment, or the
         # whole segment when it holds no time-entered lobe; where both frames
         # agree the time derivative is most reliable: the anchor is the bin with
         # the largest geometric mean of the two frames (same argmax as the product)
         key = np.multiply(flat_mag, flat_prev, out=self._key[:nb])
-        # (the masks are built per lobe, then spread to the bins with one take each)
         lobe_seg_valid = valid[seg_lobe][seg_of_lobe]
-        mask = np.take(~lobe_seg_valid, lid, out=self._b2[:nb])
+        mask = np.take(~lobe_seg_valid, lid, out=self._b2[:nb], mode="clip")
         np.copyto(key, flat_mag, where=mask)
         # bins of a valid segment outside its first lobe
         lobe_skip = np.arange(seg_of_lobe.shape[0]) != seg_lobe[seg_of_lobe]
         lobe_skip &= lobe_seg_valid
-        np.take(lobe_skip, lid, out=mask)
+        np.take(lobe_skip, lid, out=mask, mode="clip")
         np.copyto(key, -1.0, where=mask)
         segmax = np.maximum.reduceat(key, segstarts)
-        seg_best = np.take(segmax[seg_of_lobe], lid, out=self._keyb[:nb])
+        seg_best = np.take(segmax[seg_of_lobe], lid, out=self._keyb[:nb], mode="clip")
         is_anchor = np.equal(key, seg_best, out=self._b1[:nb])
         anchors = np.flatnonzero(is_anchor)
         anchor_pos = np.empty(segstarts.shape[0], np.int64)
         anchor_pos[seg_of_lobe[lid[anchors]]] = anchors  # ties: any one of them
-        flat_F = F.reshape(-1)
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
         out = self.out_phase[sl]
-        flat_out = out.reshape(-1)
-        per_bin = np.take(offset[seg_of_lobe], lid, out=self._f2[:nb])
-        np.add(flat_F, per_bin, out=flat_out)
+        per_bin = np.take(offset[seg_of_lobe], lid, out=self._f2[:nb], mode="clip")
+        np.add(flat_F, per_bin, out=out.reshape(-1))
+        return out
 
-        # negligible bins: random phase
-        # (a seeded table read at a moving offset: no generator call per frame)
+    def _randomise_negligible(self, sl: slice, n: int, out: np.ndarray, sig: np.ndarray) -> None:
+        """Negligible bins get random phase: a seeded table read at a moving offset
+        (no generator call per frame)."""
         off = self._rand_off
         self._rand_off = (off + 7919) % _RAND_EXTRA
-        rand = self._rand_table[off:off + nb].reshape(n, B)
+        rand = self._rand_table[off:off + n * self.n_bins].reshape(n, self.n_bins)
         nsig = self._tmpb[sl]
         np.logical_not(sig, out=nsig)
         np.copyto(out, rand, where=nsig)
 
-        # wrap to (-pi, pi] and keep as state
-        turns = self._f2[:nb].reshape(n, B)
+    def _wrap_and_keep(self, sl: slice, n: int, out: np.ndarray, tgrad: np.ndarray) -> None:
+        """Wrap ``out`` to (-pi, pi]; keep phase and time gradient as the next frame's state."""
+        turns = self._f2[:n * self.n_bins].reshape(n, self.n_bins)
         np.multiply(out, 1.0 / TWO_PI, out=turns)
         np.round(turns, out=turns)
         turns *= TWO_PI
         out -= turns
-        phase[:] = out
+        self._phase[sl] = out
         self._tgrad_prev[sl] = tgrad
-        return out
 
 
 def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
@@ -417,9 +500,6 @@ def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
     plan = RTPGHI(n_fft, hop_length, 1, lookahead, seed=seed)
     ola = OverlapAdd(n_fft, hop_length, 1)
     spec = np.zeros((1, n_bins), np.complex64)
-    ph32 = np.zeros((1, n_bins), np.float32)
-    re = np.zeros((1, n_bins), np.float32)
-    im = np.zeros((1, n_bins), np.float32)
     total = (n_frames - 1) * hop_length + n_fft
     # streaming emits hop samples per frame; the first output sample of frame k
     # appears after pushing it, at stream position k*hop.
@@ -434,14 +514,7 @@ def reconstruct(magnitude, n_fft: int, hop_length: int, lookahead: int = 0, *,
             frame = mag[-1:]  # flush lookahead: repeat the last frame
         else:
             frame = zero
-        phase = plan.execute(frame)
-        np.copyto(ph32, phase, casting="same_kind")
-        np.cos(ph32, out=re)
-        np.sin(ph32, out=im)
-        re *= plan.out_mag
-        im *= plan.out_mag
-        spec.real = re
-        spec.imag = im
+        plan.execute_frame(frame, spec, 1.0)
         y[pos:pos + hop_length] = ola.push(spec)
         pos += hop_length
     # OverlapAdd emits the first hop of a frame right after it is pushed, so
