@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from daemon.engine import PARAMS as ENGINE_PARAMS
 from daemon.errors import CanneError
 from daemon.mapping import (PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping,
                             load_mapping_text)
@@ -43,8 +44,7 @@ __all__ = ["Mapper", "TAKEOVER_TOLERANCE", "SNAPSHOT_PARAMS"]
 log = logging.getLogger(__name__)
 
 PARAMS_LIMITS = {spec.engine_name: spec.limits for spec in PARAMS.values()}
-PARAMS_DEFAULTS = {"gain_db": 0.0, "shift_bins": 0.0, "attack_ms": 5.0, "decay_ms": 200.0,
-                   "sustain_level": 0.8, "release_ms": 300.0, "smoothing_ms": 20.0}  # the engine's
+PARAMS_DEFAULTS = {name: spec[0] for name, spec in ENGINE_PARAMS.items()}
 
 # A knob within this distance of the target's position picks it up (3/127 ≈ 2.4 %).
 TAKEOVER_TOLERANCE = 3.0 / 127.0

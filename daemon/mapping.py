@@ -31,8 +31,11 @@ from typing import Any
 
 import yaml
 
+from daemon.effect import GAIN_RANGE
+from daemon.engine import PARAMS as ENGINE_PARAMS
 from daemon.errors import MappingError
 from daemon.inputfile import format_size, read_input_file, short_path
+from daemon.pitch import PITCH_MODES
 
 __all__ = [
     "Control",
@@ -72,7 +75,6 @@ ALL_CHANNELS = frozenset(range(16))
 
 TAKEOVER_MODES = ("jump", "pickup", "scale")
 ENCODERS = ("absolute", "signed_bit", "signed_bit_2", "binary_offset", "twos_complement")
-PITCH_MODES = ("shift", "transpose", "tuned", "off")
 CURVES = ("linear", "exp", "log")
 VELOCITY_CURVES = {"linear": 1.0, "soft": 0.6, "hard": 1.7, "fixed": 1.0}
 # What moves a control besides a CC: channel pressure, polyphonic pressure (the latest
@@ -100,17 +102,24 @@ class _ParamSpec:
     default_curve: str
 
 
+def _engine_param(engine_name: str, unit: str, default_range: tuple[float, float],
+                  default_curve: str) -> _ParamSpec:
+    """A synthesizer parameter: its limits are the engine's (``daemon.engine.PARAMS``)."""
+    _, lo, hi = ENGINE_PARAMS[engine_name]
+    return _ParamSpec(engine_name, unit, (lo, hi), default_range, default_curve)
+
+
 # YAML name -> engine parameter (docs/contracts.md, Engine.set_param).
 PARAMS: dict[str, _ParamSpec] = {
-    "gain": _ParamSpec("gain_db", "dB", (-120.0, 24.0), (-60.0, 0.0), "linear"),
-    "shift": _ParamSpec("shift_bins", "bins", (-4096.0, 4096.0), (-24.0, 24.0), "linear"),
-    "attack": _ParamSpec("attack_ms", "ms", (0.0, 20000.0), (1.0, 2000.0), "exp"),
-    "decay": _ParamSpec("decay_ms", "ms", (0.0, 20000.0), (5.0, 5000.0), "exp"),
-    "sustain_level": _ParamSpec("sustain_level", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
-    "release": _ParamSpec("release_ms", "ms", (0.0, 20000.0), (5.0, 5000.0), "exp"),
-    "smoothing": _ParamSpec("smoothing_ms", "ms", (0.0, 10000.0), (0.0, 500.0), "exp"),
+    "gain": _engine_param("gain_db", "dB", (-60.0, 0.0), "linear"),
+    "shift": _engine_param("shift_bins", "bins", (-24.0, 24.0), "linear"),
+    "attack": _engine_param("attack_ms", "ms", (1.0, 2000.0), "exp"),
+    "decay": _engine_param("decay_ms", "ms", (5.0, 5000.0), "exp"),
+    "sustain_level": _engine_param("sustain_level", "0..1", (0.0, 1.0), "linear"),
+    "release": _engine_param("release_ms", "ms", (5.0, 5000.0), "exp"),
+    "smoothing": _engine_param("smoothing_ms", "ms", (0.0, 500.0), "exp"),
     # the ANNe effect (canne effect / canne process); the synthesizer ignores them
-    **{f"effect_gain_{k}": _ParamSpec(f"effect_gain_{k}", "x", (0.0, 10.0), (0.5, 5.5), "linear")
+    **{f"effect_gain_{k}": _ParamSpec(f"effect_gain_{k}", "x", GAIN_RANGE, (0.5, 5.5), "linear")
        for k in range(1, 9)},
     "effect_mix": _ParamSpec("effect_mix", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
     "effect_freeze": _ParamSpec("effect_freeze", "0..1", (0.0, 1.0), (0.0, 1.0), "linear"),
@@ -945,7 +954,7 @@ def _notes(ctx: _Ctx, item, info: _ModelInfo, channels) -> NoteSettings:
         vn = sec["velocity_curve"][1]
         v = ctx.scalar(vn, "notes.velocity_curve", "linear, soft, hard, fixed, or an exponent 0.05..10")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            vexp = ctx.number(vn, "notes.velocity_curve", 0.05, 10.0, " (an exponent)")
+            vexp = ctx.number(vn, "notes.velocity_curve", *ENGINE_PARAMS["velocity_curve"][1:], " (an exponent)")
             vcurve = "power"
         else:
             vcurve = ctx.choice(vn, "notes.velocity_curve", tuple(VELOCITY_CURVES))
@@ -1252,7 +1261,7 @@ def _effect(ctx: _Ctx, item, info: _ModelInfo):
     """The 'effect:' section (the ANNe effect's starting settings), or None."""
     if item is None:
         return None
-    from daemon.effect import GAIN_RANGE, PHASE_SOURCES, SPLIT_PRESETS, EffectSettings, split_sizes
+    from daemon.effect import PHASE_SOURCES, SPLIT_PRESETS, EffectSettings, split_sizes
 
     node = item[1]
     sec = ctx.section(node, "effect", ("split", "gains", "mix", "phase", "freeze", "offsets",
