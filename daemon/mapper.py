@@ -232,8 +232,6 @@ class Mapper:
                 rt.prev = None
                 rt.msb = [-1] * 16
 
-    rearm_takeover = rearm
-
     def is_absolute_cc(self, channel: int, control: int) -> bool:
         """May values of this CC be coalesced (only the newest of a batch kept)?
 

@@ -141,7 +141,6 @@ class MidiCounters:
 class _OpenPort:
     name: str
     midi_in: object
-    tag: int = 0
 
 
 class MidiInput:
@@ -198,7 +197,7 @@ class MidiInput:
             try:
                 vin = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
                                     queue_size_limit=RTMIDI_QUEUE)
-                self._arm(vin, tag=0)
+                self._arm(vin)
                 vin.open_virtual_port("in" if self.api == "jack" else self.virtual_name)
                 self._virtual = vin
                 log.info("virtual MIDI input port %r open", self.virtual_name)
@@ -279,7 +278,7 @@ class MidiInput:
                 self.on_reconnect(name)
         return opened, closed
 
-    def _arm(self, midi_in, *, tag: int) -> None:
+    def _arm(self, midi_in) -> None:
         midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
         self._inputs = [*self._inputs, midi_in]  # copy-on-write: pump() iterates a snapshot
 
@@ -297,7 +296,7 @@ class MidiInput:
                     break
                 if len(q) >= maxlen:
                     c.dropped += 1
-                q.append((event[0], 0))
+                q.append(event[0])
                 n += 1
         c.received += n
         return n
@@ -308,10 +307,9 @@ class MidiInput:
         try:
             midi_in = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
                                     queue_size_limit=RTMIDI_QUEUE)
-            tag = id(midi_in) & 0x7FFFFFFF
-            self._arm(midi_in, tag=tag)
+            self._arm(midi_in)
             midi_in.open_port(index, name="in")
-            return _OpenPort(name=name, midi_in=midi_in, tag=tag)
+            return _OpenPort(name=name, midi_in=midi_in)
         except Exception as exc:
             log.warning("cannot open MIDI input %r: %s", name, exc)
             if midi_in is not None:
@@ -351,7 +349,7 @@ class MidiInput:
         last_cc: dict[tuple[int, int], int] = {}
         n = 0
         while q and n < max_messages:
-            data, _tag = q.popleft()
+            data = q.popleft()
             n += 1
             try:
                 msg = mido.Message.from_bytes(data)

@@ -18,10 +18,10 @@ instrument's control loop (every 0.25 s), so
   ``wait_idle()`` waits for a validation in progress (tests, shutdown).
   ``background=False`` validates inline (simple scripts).
 
-Use it either from an existing control loop (``poll()`` now and then) or with its own
-thread (``start()`` polls every ``interval`` seconds, 0.25 s by default). After a
-program change switches to another mapping file, the reloader follows the Mapper and
-watches that file, validated against the model the Mapper plays now.
+It has no polling thread of its own: the caller's loop calls ``poll()`` (the
+instrument's control loop every ``daemon.runtime.RELOAD_POLL_S``). After a program
+change switches to another mapping file, the reloader follows the Mapper and watches
+that file, validated against the model the Mapper plays now.
 """
 
 from __future__ import annotations
@@ -52,26 +52,17 @@ class MappingReloader:
         Mapper's current model).
     mapper : daemon.mapper.Mapper, optional
         Receives ``set_mapping(new)``.
-    on_reload : callable(Mapping), optional
-        Called instead of / besides the Mapper (tests, other consumers).
-    interval : float
-        Poll period of the ``start()`` thread, seconds.
     background : bool
         Read and validate on a worker thread (default); ``poll()`` then only stats
         the file and applies finished validations. False: validate inside ``poll()``.
     """
 
-    def __init__(self, path, model=None, mapper=None, *, on_reload=None, interval: float = 0.25,
-                 background: bool = True):
+    def __init__(self, path, model=None, mapper=None, *, background: bool = True):
         self._path = Path(path).expanduser()
         self._model = model
         self._mapper = mapper
-        self._on_reload = on_reload
-        self.interval = float(interval)
         self.background = bool(background)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -170,34 +161,7 @@ class MappingReloader:
         """Wait until no validation is running; True if idle (a ``poll()`` then applies it)."""
         return self._idle.wait(timeout)
 
-    def start(self) -> "MappingReloader":
-        """Poll in a daemon thread every ``interval`` seconds."""
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="canne-mapping-reload", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
     # ------------------------------------------------------------------ internals
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.poll()
-            except Exception as exc:  # never let the watcher die
-                log.warning("mapping watcher: %s", exc)
-
     def _fail(self, path: Path, why: str) -> None:
         self.failures += 1
         self.last_error = why
@@ -263,8 +227,6 @@ class MappingReloader:
             # it wins; the next poll watches what the Mapper plays now
             log.info("mapping %s not applied: a program change came first", path)
             return False
-        if self._on_reload is not None:
-            self._on_reload(new)
         self.reloads += 1
         self.last_error = None
         log.info("mapping reloaded: %s (%d controls)", path, len(new.controls))

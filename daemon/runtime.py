@@ -49,6 +49,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 2  # bad model/mapping/options or no device: a human must act
 EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 
+#: The control loop polls the mapping file this often (hot reload within a second).
+RELOAD_POLL_S = 0.25
+
 #: The model and mapping played without --model/--mapping: the performer's own copy named
 #: ``default`` when there is one, else the shipped one (installed package or checkout);
 #: see daemon/paths.py.
@@ -250,7 +253,7 @@ class Instrument:
         period = self.opts.control_period_s
         midi, mapper, audio, osc = self.midi, self.mapper, self.audio, self.osc
         tick = getattr(mapper, "tick", None)  # LFOs (daemon.modulation)
-        next_tick = time.monotonic() + 0.25
+        next_tick = time.monotonic() + RELOAD_POLL_S
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
         ticks = 0
         while not self.stop_requested:
@@ -272,8 +275,8 @@ class Instrument:
             now = time.monotonic()
             if now < next_tick:
                 continue
-            # Every 0.25 s: the mapping file (hot reload within a second).
-            next_tick = now + 0.25
+            # Every RELOAD_POLL_S: the mapping file (hot reload within a second).
+            next_tick = now + RELOAD_POLL_S
             ticks += 1
             self._reload(forced=False)
             if ticks % 4:

@@ -13,7 +13,7 @@ def _fed(raw: list[list[int]], maxlen: int = 4096) -> MidiInput:
     """A MidiInput whose queue is filled as the rtmidi callback would fill it."""
     m = MidiInput(maxlen=maxlen)
     for data in raw:
-        m.queue.append((data, 0))
+        m.queue.append(data)
     return m
 
 
@@ -75,7 +75,7 @@ class QueuedPort:
 def test_pump_filters_in_rtmidi_and_bounds_the_queue_dropping_oldest():
     m = MidiInput(maxlen=64)
     port = QueuedPort([[0xB0, 21, i % 128] for i in range(1000)])
-    m._arm(port, tag=1)
+    m._arm(port)
     assert port.ignored == {"sysex": True, "timing": True, "active_sense": True}
     assert m.pump() == 1000
     assert len(m.queue) == 64

@@ -345,7 +345,7 @@ def test_reload_changing_note_channels_releases_held_notes(model):
 def test_rearm_after_reconnect(model):
     mapper, engine = make(model, "controls:\n  - {cc: 1, neuron: 0, takeover: pickup}\n")
     mapper.handle(cc(1, 64))
-    mapper.rearm_takeover()
+    mapper.rearm()
     engine.clear()
     mapper.handle(cc(1, 0))
     assert engine.calls == []

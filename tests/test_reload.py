@@ -68,10 +68,12 @@ def settle(reloader: MappingReloader) -> bool:
 def test_first_poll_after_an_edit_applies_it(setup, model):
     """The within-one-second guarantee, without timing: the first poll after an edit
     starts the validation off the caller's thread, the first poll after it is done
-    swaps the mapping, and the watcher thread polls every 0.25 s by default."""
+    swaps the mapping, and the instrument's control loop polls every 0.25 s."""
+    from daemon.runtime import RELOAD_POLL_S
+
     path, engine, mapper = setup
     reloader = MappingReloader(path, model, mapper)
-    assert reloader.interval <= 0.25
+    assert RELOAD_POLL_S <= 0.25
     edit(path, GOOD_B)
     assert reloader.poll() is False and mapper.mapping.controls[0].cc == 1
     assert settle(reloader) is True
@@ -81,14 +83,14 @@ def test_first_poll_after_an_edit_applies_it(setup, model):
     assert engine.of("set_latent") == [(3, 1.0)]
 
 
-def test_watcher_thread_applies_an_edit(setup, model):
+def test_polling_loop_applies_an_edit(setup, model):
+    """As the control loop uses it: poll now and then until the edit is applied."""
     path, _, mapper = setup
-    applied = threading.Event()
-    with MappingReloader(path, model, mapper, on_reload=lambda m: applied.set()):
-        edit(path, GOOD_B)
-        # liveness, not speed (the machine is shared): the poll period is 0.25 s
-        assert applied.wait(10.0), "the watcher thread never applied the edit"
-    assert mapper.mapping.controls[0].cc == 2
+    reloader = MappingReloader(path, model, mapper)
+    edit(path, GOOD_B)
+    # liveness, not speed (the machine is shared)
+    assert wait_for(reloader.poll, 10.0), "polling never applied the edit"
+    assert mapper.mapping.controls[0].cc == 2 and reloader.reloads == 1
 
 
 def test_invalid_edit_keeps_the_old_mapping_and_logs_why(setup, model, caplog):
@@ -146,12 +148,13 @@ def test_deleted_file_keeps_mapping(setup, model, caplog):
     assert mapper.mapping.controls[0].cc == 1 and "gone" in caplog.text
 
 
-def test_invalid_edit_with_thread_never_swaps(setup, model):
+def test_invalid_edit_while_polling_never_swaps(setup, model):
     path, _, mapper = setup
     before = mapper.mapping
-    with MappingReloader(path, model, mapper, interval=0.05) as reloader:
-        edit(path, BAD)
-        assert wait_for(lambda: reloader.failures >= 1, 10.0)  # liveness, not speed
+    reloader = MappingReloader(path, model, mapper)
+    edit(path, BAD)
+    assert wait_for(lambda: reloader.poll() or reloader.failures >= 1, 10.0)  # liveness, not speed
+    assert reloader.failures == 1 and reloader.reloads == 0
     assert mapper.mapping is before
 
 
