@@ -48,6 +48,7 @@ hops over their duration (about the last second), measured here, where the work 
 from __future__ import annotations
 
 import collections
+import enum
 import math
 import time
 
@@ -56,9 +57,9 @@ import numpy as np
 from daemon.dsp import DCBlocker, OverlapAdd, SafetyLimiter, one_pole_coefficient
 from daemon.phase import RTPGHI
 from daemon.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
-from daemon.voices import DECAY, VoiceBank
+from daemon.voices import VoiceBank
 
-__all__ = ["Engine", "EngineStats", "PARAMS", "NOTE_EVENTS_PER_HOP", "NOTE_ONS_PER_HOP"]
+__all__ = ["Engine", "EngineStats", "HopSettings", "Ev", "PARAMS", "NOTE_EVENTS_PER_HOP", "NOTE_ONS_PER_HOP"]
 
 PARAMS = {
     # name: (default, low, high)
@@ -115,8 +116,59 @@ class EngineStats:
         return f"EngineStats({self.as_dict()})"
 
 
+class HopSettings:
+    """What a core's hop takes from the engine's controls (one object per engine).
+
+    Built by :class:`Engine` and changed only by the events it applies at hop
+    boundaries (render side), so a core reads no engine field: ``smooth_c`` (one-pole
+    latent smoothing coefficient per hop), ``pitch_mode``, ``reference_note``,
+    ``bend`` (semitones, all notes), ``note_bend`` (float64 [128], per key, MPE),
+    ``shift_bins`` (a Python float) and ``shift_wrap`` (bool).
+    """
+
+    __slots__ = ("smooth_c", "pitch_mode", "reference_note", "bend", "note_bend", "shift_bins",
+                 "shift_wrap")
+
+    def __init__(self, pitch_mode: str, reference_note: int):
+        self.smooth_c = 0.0
+        self.pitch_mode = pitch_mode
+        self.reference_note = int(reference_note)
+        self.bend = 0.0
+        self.note_bend = np.zeros(128)
+        self.shift_bins = PARAMS["shift_bins"][0]
+        self.shift_wrap = PARAMS["shift_wrap"][0] >= 0.5
+
+
+class Ev(enum.IntEnum):
+    """Kinds of the control events queued by the control methods: ``(kind, a, b)``.
+
+    ``NOTE (note, velocity)``: velocity 0 is a note-off (the one representation of
+    key state: the queue, the per-key coalescing of :meth:`Engine._apply_events`
+    and :meth:`Engine._apply` all use it).
+    """
+
+    NOTE = 0
+    SUSTAIN = 1
+    BEND = 2
+    NOTE_BEND = 3
+    LATENT = 4
+    LATENTS = 5
+    PARAM = 6
+    PITCH_MODE = 7
+    ALL_OFF = 8
+    POLYPHONY = 9
+    MODEL = 10
+
+
 class _Core:
-    """Everything that depends on one decoder: voices, pitch, phase, overlap-add."""
+    """Everything that depends on one decoder: voices, pitch, phase, overlap-add.
+
+    A chain of plan objects, each allocating at construction: latent smoothing and
+    decode (:meth:`decode` / :meth:`decode_voices`), :class:`PitchStage`,
+    :class:`RTPGHI` (phase and the complex frame), :class:`OverlapAdd`, then the
+    voices' gain ramps (:meth:`render_hop`). It reads the controls from the
+    :class:`HopSettings` it is given per hop.
+    """
 
     def __init__(self, model, sample_rate: int, rows: int, polyphony: int, lookahead: int, seed: int):
         self.model = model
@@ -132,6 +184,7 @@ class _Core:
         self.ola = OverlapAdd(self.n_fft, self.hop, rows)
         self.pitch = PitchStage(B, rows, bin_ratio=self.bin_ratio, n_fft=self.n_fft, sr_out=self.sr)
         self.voices = VoiceBank(rows, polyphony, self._move)
+        self._moves = 0  # row moves so far (a cache key of decode_voices)
         self.conditioned = bool(getattr(model, "conditioned", False))
         if self.conditioned:
             self._init_conditioned(model, rows)
@@ -190,9 +243,16 @@ class _Core:
         self.harmonic = getattr(model, "decoder_kind", "") == "harmonic"
 
     def _move(self, src: int, dst: int) -> None:
+        """The voice bank moved row ``src`` into ``dst``: move its DSP state along."""
         self.phase.move(src, dst)
         self.ola.move(src, dst)
-        self.pitch.moves += 1
+        self.pitch.invalidate()
+        self._moves += 1
+
+    @property
+    def finished(self) -> bool:
+        """No voice left and nothing buffered (a faded-out core after a model switch)."""
+        return self.voices.n_active == 0 and self._fifo_pos >= self.hop
 
     # ------------------------------------------------------------------ per hop
     def smooth_z(self, smooth_c: float) -> None:
@@ -236,16 +296,17 @@ class _Core:
         rms_min = (4e-3 / L) / math.sqrt(2.0)  # a sinusoid of peak magnitude 1e-3
         self.scale = VOICE_RMS / max(rms, rms_min) if rms > 0.0 else 0.0
 
-    def set_pitch(self, n: int, mode: str, ref_note: int, bend: float, shift_bins: float,
-                  note_bend=None) -> None:
+    def set_pitch(self, n: int, hs: HopSettings) -> None:
+        """Per-voice frequency ratio and offset (output bins) of rows ``0..n-1``."""
+        mode, ref_note, bend, shift_bins = hs.pitch_mode, hs.reference_note, hs.bend, hs.shift_bins
+        note_bend = hs.note_bend
         ratio = self.ratio
         offset = self.offset
         ref_hz = midi_to_hz(ref_note)
         for i in range(n):
             key = self.voices.voices[i].note
             note = key + bend
-            if note_bend is not None:  # per-note bend (MPE); + 0.0 leaves the value exact
-                note += note_bend[key]
+            note += note_bend[key]  # per-note bend (MPE); + 0.0 leaves the value exact
             if mode == "transpose":
                 ratio[i] = 2.0 ** ((note - ref_note) / 12.0) * self.bin_ratio
                 offset[i] = shift_bins
@@ -262,20 +323,20 @@ class _Core:
                 ratio[i] = self.bin_ratio
                 offset[i] = shift_bins
 
-    def decode_voices(self, n: int, eng: "Engine", stats: EngineStats) -> None:
+    def decode_voices(self, n: int, hs: HopSettings, stats: EngineStats) -> None:
         """Per-voice frames of a conditioned decoder into ``vmag[:n]`` (with ``vscale``,
         ``vhint``): one batched decode at each voice's pitch; nothing is recomputed while
         latent, pitches and voice rows stay the same."""
         vb = self.voices
         p = self._vpitch[:n]
-        nb = eng._note_bend
+        nb = hs.note_bend
         for i in range(n):
             key = vb.voices[i].note
             p[i] = key + nb[key]  # per-note bend (MPE); + 0.0 leaves the note exact
-        p += eng._bend
-        shift = eng._params["shift_bins"]
-        tuned = eng._pitch_mode == "tuned"
-        pkey = (p.tobytes(), n, self.pitch.moves, shift)
+        p += hs.bend
+        shift = hs.shift_bins
+        tuned = hs.pitch_mode == "tuned"
+        pkey = (p.tobytes(), n, self._moves, shift)
         key = (self.z.tobytes(), pkey, tuned)
         if key == self._vkey:
             return
@@ -330,18 +391,24 @@ class _Core:
                 hint[i] = st.freq[0]
                 self._pkey = None  # these hints follow the frame: recompute next time
 
-    def render_hop(self, eng: "Engine") -> np.ndarray:
-        """Render the next hop of this core into ``self.out`` (float64)."""
-        stats = eng.stats
-        per_voice = self.conditioned and eng._pitch_mode in ("transpose", "tuned")
+    def render_hop(self, hs: HopSettings, stats: EngineStats) -> np.ndarray:
+        """Render the next hop of this core into ``self.out`` (float64).
+
+        Stages: decode (shared frame, or per voice for a conditioned model in the
+        transpose/tuned modes) -> voices' envelopes (:meth:`VoiceBank.step`) -> pitch
+        (:meth:`set_pitch` + :meth:`PitchStage.process`) -> new voices primed -> phase
+        and complex frame (:meth:`RTPGHI.execute_frame`) -> :meth:`OverlapAdd.push_rows`
+        -> per-voice gain ramps summed into ``out``.
+        """
+        per_voice = self.conditioned and hs.pitch_mode in ("transpose", "tuned")
         if per_voice:
-            self.smooth_z(eng._smooth_c)
+            self.smooth_z(hs.smooth_c)
         elif self.conditioned:  # shift/off: one frame decoded at the reference note
-            ref = min(max(eng._reference_note + self._rate_st, self.model.pitch_min),
+            ref = min(max(hs.reference_note + self._rate_st, self.model.pitch_min),
                       self.model.pitch_max)
-            self.decode(eng._smooth_c, stats, pitch=ref)
+            self.decode(hs.smooth_c, stats, pitch=ref)
         else:
-            self.decode(eng._smooth_c, stats)
+            self.decode(hs.smooth_c, stats)
         vb = self.voices
         n = vb.step(self.hop_ms)
         out = self.out
@@ -349,15 +416,14 @@ class _Core:
             out[:] = 0.0
             return out
         if per_voice:
-            self.decode_voices(n, eng, stats)
+            self.decode_voices(n, hs, stats)
             pitched = self.vmag
-            hint = self.vhint if self.harmonic or eng._pitch_mode == "tuned" else None
+            hint = self.vhint if self.harmonic or hs.pitch_mode == "tuned" else None
             gain = self.vscale  # per voice (float64, rounded to float32 once)
         else:
-            self.set_pitch(n, eng._pitch_mode, eng._reference_note, eng._bend,
-                           eng._params["shift_bins"], eng._note_bend)
+            self.set_pitch(n, hs)
             pitched = self.pitch.process(self.mag, self.peaks, self.ratio, self.offset, n,
-                                         wrap=eng._params["shift_wrap"] >= 0.5)
+                                         wrap=hs.shift_wrap)
             hint = self.pitch.freq
             gain = self.scale  # a Python float: multiplied in float32
         # new voices: start as if the frame had been held (full level at once;
@@ -399,13 +465,13 @@ class _Core:
                     out += fp
         return out
 
-    def pull(self, eng: "Engine", dst: np.ndarray) -> None:
+    def pull(self, hs: HopSettings, stats: EngineStats, dst: np.ndarray) -> None:
         """Add ``len(dst)`` samples of this core's output to ``dst``."""
         i = 0
         n = dst.shape[0]
         while i < n:
             if self._fifo_pos >= self.hop:
-                self._fifo[:] = self.render_hop(eng)
+                self._fifo[:] = self.render_hop(hs, stats)
                 self._fifo_pos = 0
             k = min(n - i, self.hop - self._fifo_pos)
             dst[i:i + k] += self._fifo[self._fifo_pos:self._fifo_pos + k]
@@ -453,17 +519,15 @@ class Engine:
         self.seed = int(seed)
         self.stats = EngineStats()
         self._params = {k: v[0] for k, v in PARAMS.items()}
-        self._pitch_mode = pitch_mode
-        self._reference_note = int(model.reference_note if reference_note is None else reference_note)
-        self._bend = 0.0
-        self._note_bend = np.zeros(128)  # per-key bend in semitones (MPE), added to _bend
+        # the controls a core's hop reads (changed only by _apply, render side)
+        self.settings = HopSettings(pitch_mode, model.reference_note if reference_note is None
+                                    else reference_note)
+        # control events (kind, a, b), appended by the control methods, applied per hop
         self._events: collections.deque = collections.deque()
         # note events over the per-hop budget: note -> (velocity, 0 = off; pedal at the off)
         self._pending: dict[int, tuple[int, bool]] = {}
         self.note_events_per_hop = NOTE_EVENTS_PER_HOP
         self.note_ons_per_hop = NOTE_ONS_PER_HOP
-        self._on_ev = self._ev_note_on  # the queue's note events are told apart by identity
-        self._off_ev = self._ev_note_off
         self._load_s = 0.0  # render seconds / audio seconds since cpu_load was last set
         self._load_audio_s = 0.0
         self._load_peak = 0.0
@@ -473,7 +537,6 @@ class Engine:
         # against it (the render side may not have switched to it yet)
         self._control_model = model
         self._old: list[_Core] = []
-        self._smooth_c = 0.0
         self._update_smoothing()
         self._gain = 10.0 ** (self._params["gain_db"] / 20.0)
         self._dc = DCBlocker(self.sample_rate)
@@ -506,7 +569,12 @@ class Engine:
 
     def _update_smoothing(self) -> None:
         hops_per_s = self.sample_rate / self._core.hop
-        self._smooth_c = one_pole_coefficient(self._params["smoothing_ms"], hops_per_s)
+        self.settings.smooth_c = one_pole_coefficient(self._params["smoothing_ms"], hops_per_s)
+
+    @property
+    def _bend(self) -> float:
+        """The applied pitch bend of all notes (semitones)."""
+        return self.settings.bend
 
     @property
     def model(self):
@@ -544,24 +612,22 @@ class Engine:
         velocity = int(velocity)
         if not 0 <= note <= 127:
             raise ValueError(f"note={note}: must be a MIDI note 0..127")
-        if velocity <= 0:
-            self._events.append((self._off_ev, (note,)))
-            return
-        self._events.append((self._on_ev, (note, min(velocity, 127))))
+        # velocity 0 (or below) is a note-off: Ev.NOTE carries it as velocity 0
+        self._events.append((Ev.NOTE, note, min(max(velocity, 0), 127)))
 
     def note_off(self, note: int) -> None:
         note = int(note)
         if not 0 <= note <= 127:
             raise ValueError(f"note={note}: must be a MIDI note 0..127")
-        self._events.append((self._off_ev, (note,)))
+        self._events.append((Ev.NOTE, note, 0))
 
     def set_sustain(self, on: bool) -> None:
-        self._events.append((self._ev_sustain, (bool(on),)))
+        self._events.append((Ev.SUSTAIN, bool(on), None))
 
     def set_pitch_bend(self, semitones: float) -> None:
         value = float(semitones)
         if math.isfinite(value):
-            self._events.append((self._ev_bend, (max(-96.0, min(96.0, value)),)))
+            self._events.append((Ev.BEND, max(-96.0, min(96.0, value)), None))
 
     def set_note_bend(self, note: int, semitones: float) -> None:
         """Bend of one key (MPE per-note pitch bend), added to ``set_pitch_bend``'s."""
@@ -570,7 +636,7 @@ class Engine:
             raise ValueError(f"note={note}: must be a MIDI note 0..127")
         value = float(semitones)
         if math.isfinite(value):
-            self._events.append((self._ev_note_bend, (note, max(-96.0, min(96.0, value)))))
+            self._events.append((Ev.NOTE_BEND, note, max(-96.0, min(96.0, value))))
 
     def set_latent(self, index: int, value: float) -> None:
         dim = self._control_model.latent_dim
@@ -578,7 +644,7 @@ class Engine:
             raise ValueError(f"latent index {index}: must be 0..{dim - 1} (latent_dim={dim})")
         value = float(value)
         if math.isfinite(value):
-            self._events.append((self._ev_latent, (int(index), value)))
+            self._events.append((Ev.LATENT, int(index), value))
 
     def set_latents(self, values) -> None:
         z = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -586,7 +652,7 @@ class Engine:
         if z.shape != (dim,):
             raise ValueError(f"set_latents: got {z.shape[0]} values, the model has latent_dim={dim}")
         if np.all(np.isfinite(z)):
-            self._events.append((self._ev_latents, (z.copy(),)))
+            self._events.append((Ev.LATENTS, z.copy(), None))
 
     def set_param(self, name: str, value: float) -> None:
         if name.startswith("effect_"):  # the ANNe effect's knobs (a shared mapping): not ours
@@ -597,7 +663,7 @@ class Engine:
         if not math.isfinite(value):
             return
         _, lo, hi = PARAMS[name]
-        self._events.append((self._ev_param, (name, min(max(value, lo), hi))))
+        self._events.append((Ev.PARAM, name, min(max(value, lo), hi)))
 
     def set_pitch_mode(self, mode: str, reference_note: int | None = 60) -> None:
         if mode not in PITCH_MODES:
@@ -605,16 +671,16 @@ class Engine:
         ref = self._control_model.reference_note if reference_note is None else int(reference_note)
         if not 0 <= ref <= 127:
             raise ValueError(f"reference_note={reference_note}: must be a MIDI note 0..127")
-        self._events.append((self._ev_pitch_mode, (mode, ref)))
+        self._events.append((Ev.PITCH_MODE, mode, ref))
 
     def all_notes_off(self) -> None:
-        self._events.append((self._ev_all_off, ()))
+        self._events.append((Ev.ALL_OFF, None, None))
 
     def set_polyphony(self, n: int) -> None:
         n = int(n)
         if not 1 <= n <= self.max_polyphony:
             raise ValueError(f"polyphony={n}: must be 1..{self.max_polyphony} (max_polyphony)")
-        self._events.append((self._ev_polyphony, (n,)))
+        self._events.append((Ev.POLYPHONY, n, None))
 
     def set_model(self, model) -> None:
         """Switch decoder at the next hop boundary with a one-hop crossfade.
@@ -629,96 +695,17 @@ class Engine:
         self._n_switches += 1
         core = self._make_core(model, self._core.voices.polyphony)
         self._control_model = model
-        self._events.append((self._ev_model, (core,)))
+        self._events.append((Ev.MODEL, core, None))
 
     # ------------------------------------------------------------------ events (render side)
-    def _ev_note_on(self, note, velocity):
-        vb = self._core.voices
-        before = vb.stolen_count
-        vb.note_on(note, velocity)
-        self.stats.stolen_voices += vb.stolen_count - before
-
-    def _ev_note_off(self, note, sustain=None):
-        self._core.voices.note_off(note, sustain)
-
-    def _ev_sustain(self, on):
-        self._core.voices.set_sustain(on)
-
-    def _ev_bend(self, st):
-        self._bend = st
-
-    def _ev_note_bend(self, note, st):
-        self._note_bend[note] = st
-
-    def _ev_latent(self, i, value):
-        self._core.z_target[i] = value
-
-    def _ev_latents(self, z):
-        self._core.z_target[:] = z
-
-    def _ev_param(self, name, value):
-        self._params[name] = value
-        if name == "smoothing_ms":
-            self._update_smoothing()
-        elif name in ("attack_ms", "decay_ms", "sustain_level", "release_ms", "velocity_curve"):
-            self._apply_env_params(self._core)
-
-    def _ev_pitch_mode(self, mode, ref):
-        self._pitch_mode = mode
-        self._reference_note = ref
-
-    def _ev_all_off(self):
-        self._pending.clear()
-        self._core.voices.all_notes_off()
-        for core in self._old:
-            core.voices.all_notes_off()
-
-    def _ev_polyphony(self, n):
-        vb = self._core.voices
-        before = vb.stolen_count
-        vb.set_polyphony(n)
-        self.stats.stolen_voices += vb.stolen_count - before
-
-    def _ev_model(self, new: _Core):
-        old = self._core
-        if new.model.latent_dim == old.model.latent_dim:
-            new.z[:] = old.z
-            new.z_target[:] = old.z_target
-        # settings applied since set_model built the new core
-        self._apply_env_params(new)
-        vb = new.voices
-        vb.polyphony = old.voices.polyphony
-        vb.sustain = old.voices.sustain
-        for note, vgain, level, held in old.voices.active_notes():
-            row = vb.note_on(note, 127)
-            v = vb.voices[row]
-            v.velocity_gain = vgain
-            v.level = level
-            v.stage = DECAY  # toward sustain; the level carries over
-            v.held = held  # a key already up stays up: only the pedal holds it
-            v.sustained = not held
-        for w in old.voices.waiting:  # notes that were waiting for a row of the old core
-            row = vb.note_on(w.note, w.velocity)
-            v = vb.voices[row] if row is not None else vb.waiting[-1]
-            v.held = w.held
-            v.sustained = w.sustained
-        old.voices.waiting.clear()
-        # fade the old core out over one hop; the new core's voices ramp in from 0
-        for i in range(old.voices.n_active):
-            v = old.voices.voices[i]
-            v.held = False
-            v.sustained = False
-            old.voices._release(v, old.voices.env.steal_ms)
-        self._old.append(old)
-        self._core = new
-        self._update_smoothing()
-        self.stats.model_switches += 1
-        if new.hop != self._hop:
-            self._alloc_hop(new.hop)
-
-    # ------------------------------------------------------------------ render
     def _apply_events(self) -> None:
-        """Apply the queued control events, note events within the per-hop budget."""
+        """Apply the queued control events, note events within the per-hop budget.
+
+        Note events over the budget (``note_events_per_hop``, of which
+        ``note_ons_per_hop`` note-ons) are coalesced per key in ``_pending`` (the
+        latest state wins; an off remembers whether the pedal was down when it came)
+        and applied, oldest key first, at the next hops, before the queue.
+        """
         n_all = self.note_events_per_hop
         n_on = self.note_ons_per_hop - len(self._core.voices.waiting)  # those start now
         pending = self._pending
@@ -728,49 +715,114 @@ class Engine:
                 break
             del pending[note]
             n_all -= 1
-            try:
-                if vel:
-                    n_on -= 1
-                    self._ev_note_on(note, vel)
-                else:
-                    self._ev_note_off(note, pedal)
-            except Exception:  # never raise into the audio path
-                pass
+            if vel:
+                n_on -= 1
+            self._apply(Ev.NOTE, note, vel, pedal)
         events = self._events
-        on_ev = self._on_ev
-        off_ev = self._off_ev
         while events:
             try:
-                fn, args = events.popleft()
+                kind, a, b = events.popleft()
             except IndexError:
                 break
-            if fn is on_ev or fn is off_ev:
-                note = args[0]
-                vel = args[1] if fn is on_ev else 0
-                if note in pending or n_all <= 0 or (vel and n_on <= 0):
-                    # over budget: the latest state of this key wins (an off remembers
-                    # whether the pedal was down when it came)
-                    pending[note] = (vel, self._core.voices.sustain)
+            if kind is Ev.NOTE:
+                if a in pending or n_all <= 0 or (b and n_on <= 0):
+                    pending[a] = (b, self._core.voices.sustain)
                     self.stats.coalesced_notes += 1
                     continue
                 n_all -= 1
-                if vel:
+                if b:
                     n_on -= 1
-            try:
-                fn(*args)
-            except Exception:  # never raise into the audio path
-                pass
+            self._apply(kind, a, b)
 
+    def _apply(self, kind: Ev, a, b, pedal: bool | None = None) -> None:
+        """Apply one control event to the current core and the hop settings.
+
+        ``pedal`` (note-offs coalesced over the budget): whether the sustain pedal
+        was down when the note-off came. Never raises into the audio path.
+        """
+        core = self._core
+        hs = self.settings
+        try:
+            match kind:
+                case Ev.NOTE:  # (note, velocity); 0 = off
+                    vb = core.voices
+                    if b:
+                        before = vb.stolen_count
+                        vb.note_on(a, b)
+                        self.stats.stolen_voices += vb.stolen_count - before
+                    else:
+                        vb.note_off(a, pedal)
+                case Ev.SUSTAIN:
+                    core.voices.set_sustain(a)
+                case Ev.BEND:
+                    hs.bend = a
+                case Ev.NOTE_BEND:
+                    hs.note_bend[a] = b
+                case Ev.LATENT:
+                    core.z_target[a] = b
+                case Ev.LATENTS:
+                    core.z_target[:] = a
+                case Ev.PARAM:
+                    self._set_param_now(a, b)
+                case Ev.PITCH_MODE:
+                    hs.pitch_mode = a
+                    hs.reference_note = b
+                case Ev.ALL_OFF:
+                    self._pending.clear()
+                    core.voices.all_notes_off()
+                    for old in self._old:
+                        old.voices.all_notes_off()
+                case Ev.POLYPHONY:
+                    vb = core.voices
+                    before = vb.stolen_count
+                    vb.set_polyphony(a)
+                    self.stats.stolen_voices += vb.stolen_count - before
+                case Ev.MODEL:
+                    self._switch_model(a)
+        except Exception:  # never raise into the audio path
+            pass
+
+    def _set_param_now(self, name: str, value: float) -> None:
+        self._params[name] = value
+        hs = self.settings
+        if name == "smoothing_ms":
+            self._update_smoothing()
+        elif name == "shift_bins":
+            hs.shift_bins = value
+        elif name == "shift_wrap":
+            hs.shift_wrap = value >= 0.5
+        elif name in ("attack_ms", "decay_ms", "sustain_level", "release_ms", "velocity_curve"):
+            self._apply_env_params(self._core)
+
+    def _switch_model(self, new: _Core) -> None:
+        """Hand the voices to ``new`` (built by :meth:`set_model`); the old core fades
+        out over one hop while ``new``'s voices ramp in from 0."""
+        old = self._core
+        if new.model.latent_dim == old.model.latent_dim:
+            new.z[:] = old.z
+            new.z_target[:] = old.z_target
+        # settings applied since set_model built the new core
+        self._apply_env_params(new)
+        new.voices.take_over(old.voices)
+        old.voices.fade_out_all()
+        self._old.append(old)
+        self._core = new
+        self._update_smoothing()
+        self.stats.model_switches += 1
+        if new.hop != self._hop:
+            self._alloc_hop(new.hop)
+
+    # ------------------------------------------------------------------ render
     def _render_hop(self) -> None:
         t0 = time.perf_counter()
         self._apply_events()
         mix = self._mix
         core = self._core
-        mix[:] = core.render_hop(self)
+        mix[:] = core.render_hop(self.settings, self.stats)
         if self._old:
             for old in self._old:
-                old.pull(self, mix)
-            self._old = [c for c in self._old if c.voices.n_active > 0 or c._fifo_pos < c.hop]
+                old.pull(self.settings, self.stats, mix)
+            self._old = [c for c in self._old if not c.finished]
         # master gain, ramped across the hop
         g1 = 10.0 ** (self._params["gain_db"] / 20.0)
         g0 = self._gain

@@ -179,7 +179,6 @@ class PitchStage:
         self._bins_tiled = np.tile(self._bins, n_voices)
         self._frame_id = 0
         self._key = None
-        self.moves = 0  # bumped by the engine when voice rows move
         self.freq = np.zeros((n_voices, n_bins))  # lobe frequency per output bin (bins)
         self._acc = np.zeros((n_voices, n_bins), f4)
         self._bins_i = np.arange(n_bins, dtype=np.int64)
@@ -237,6 +236,11 @@ class PitchStage:
         self._frame_id += 1
         return peaks
 
+    def invalidate(self) -> None:
+        """Forget the cached output: the next :meth:`process` recomputes (e.g. voice
+        rows moved, so row ``i`` holds another voice)."""
+        self._key = None
+
     def process(self, mag: np.ndarray, peaks: np.ndarray, ratio: np.ndarray, offset: np.ndarray,
                 n: int, wrap: bool = False) -> np.ndarray:
         """Move the frame last given to :meth:`analyse` for voices ``0..n-1``.
@@ -257,13 +261,14 @@ class PitchStage:
         ``k + p*(ratio - 1) + offset``. ``self.freq[:n]`` holds, per output bin,
         the (fractional) bin its lobe's peak was moved to: the exact frequency
         the phase stage should give that lobe (its ``freq_hint``).
-        Nothing is recomputed when frame, voices and pitches are unchanged.
+        Nothing is recomputed when frame, voices and pitches are unchanged
+        (:meth:`invalidate` forces it).
         """
         B = self.n_bins
         out = self.out[:n]
         if n == 0:
             return out
-        key = (self._frame_id, n, bool(wrap), ratio[:n].tobytes(), offset[:n].tobytes(), self.moves)
+        key = (self._frame_id, n, bool(wrap), ratio[:n].tobytes(), offset[:n].tobytes())
         if key == self._key:
             return out
         self._key = key

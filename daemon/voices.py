@@ -291,6 +291,39 @@ class VoiceBank:
             self._cut(v)
         self._make_room()
 
+    def take_over(self, other: "VoiceBank") -> None:
+        """Continue the notes of ``other`` here (a model switch).
+
+        Its held or pedal-held voices start in this bank at their level (heading for
+        sustain; a key already up stays up, held by the pedal only), its waiting notes
+        wait here, and polyphony and pedal carry over. ``other`` keeps its voices:
+        :meth:`fade_out_all` them.
+        """
+        self.polyphony = other.polyphony
+        self.sustain = other.sustain
+        for note, vgain, level, held in other.active_notes():
+            row = self.note_on(note, 127)
+            v = self.voices[row]
+            v.velocity_gain = vgain
+            v.level = level
+            v.stage = DECAY  # toward sustain; the level carries over
+            v.held = held
+            v.sustained = not held
+        for w in other.waiting:  # notes that were waiting for a row of the other bank
+            row = self.note_on(w.note, w.velocity)
+            v = self.voices[row] if row is not None else self.waiting[-1]
+            v.held = w.held
+            v.sustained = w.sustained
+        other.waiting.clear()
+
+    def fade_out_all(self) -> None:
+        """Let every voice go (keys and pedal) with the fast fade of ``env.steal_ms``."""
+        for i in range(self.n_active):
+            v = self.voices[i]
+            v.held = False
+            v.sustained = False
+            self._release(v, self.env.steal_ms)
+
     def _release(self, v: Voice, ms: float) -> None:
         v.stage = RELEASE
         v.release_ms = max(float(ms), 0.0)
