@@ -136,6 +136,8 @@ class RTPGHI:
         self._b2 = np.zeros(V * B, bool)
         self._rowmax = np.zeros(V, f4)
         self._thr = np.zeros(V, f4)
+        self._apos = np.zeros(V * B, np.int64)
+        self._bin_index = np.arange(V * B, dtype=np.int64)
         self._den = np.zeros((V, B), f4)
         self._mean = np.zeros((V, B), f8)
         # write_frame: float32 phase, cos, sin, signed magnitude
@@ -367,11 +369,15 @@ class RTPGHI:
         start = self._start[sl]
         rsb = self._rsb[sl]
         tmp = self._tmpb[sl]
-        np.not_equal(sig[:, 1:], sig[:, :-1], out=rsb[:, 1:])
+        # (computed over the flattened rows, whose 1-D ufunc loops need no temporary
+        # copies as strided 2-D slices do; the first and last column of each row are
+        # set after)
+        fs, fr, ft, fm, fg = (a.reshape(-1) for a in (start, rsb, tmp, out_mag, sig))
+        np.not_equal(fg[1:], fg[:-1], out=fr[1:])
         rsb[:, 0] = True
-        np.less(out_mag[:, 1:-1], out_mag[:, :-2], out=start[:, 1:-1])
-        np.less_equal(out_mag[:, 1:-1], out_mag[:, 2:], out=tmp[:, 1:-1])
-        np.logical_and(start[:, 1:-1], tmp[:, 1:-1], out=start[:, 1:-1])
+        np.less(fm[1:-1], fm[:-2], out=fs[1:-1])
+        np.less_equal(fm[1:-1], fm[2:], out=ft[1:-1])
+        np.logical_and(fs, ft, out=fs)
         start[:, 0] = False
         start[:, -1] = out_mag[:, -1] < out_mag[:, -2]
         np.logical_and(start, sig, out=start)
@@ -392,11 +398,14 @@ class RTPGHI:
         # cumulative trapezoid of fgrad along bins: F[m] = sum_{j<m} (g_j + g_{j+1})/2
         # (one cumulative sum over the flattened rows: only differences inside a
         # row are used, and a 1-D cumsum is several times faster than axis=1)
+        # (over the flattened rows: the pairs across a row boundary land in column 0,
+        # zeroed after)
         F = self._F[sl]
-        F[:, 0] = 0.0
-        np.add(fgrad[:, 1:], fgrad[:, :-1], out=F[:, 1:])
-        F[:, 1:] *= 0.5
         flat_F = F.reshape(-1)
+        flat_g = fgrad.reshape(-1)
+        np.add(flat_g[1:], flat_g[:-1], out=flat_F[1:])
+        F[:, 0] = 0.0
+        flat_F *= 0.5
         np.cumsum(flat_F, out=flat_F)
 
         nb = n * self.n_bins
@@ -405,7 +414,8 @@ class RTPGHI:
         lobe_start = start.reshape(-1)
         lstarts = np.flatnonzero(lobe_start)
         lid = self._seg[:nb]
-        np.cumsum(lobe_start, out=lid)
+        np.copyto(lid, lobe_start)  # cast first: a bool cumsum into int64 copies its input
+        np.cumsum(lid, out=lid)
         lid -= 1
         # a lobe the previous frame barely touched (an onset) is not entered
         # along time: as in the heap, it is reached along frequency from its
@@ -435,9 +445,12 @@ class RTPGHI:
         segmax = np.maximum.reduceat(key, segstarts)
         seg_best = np.take(segmax[seg_of_lobe], lid, out=self._keyb[:nb], mode="clip")
         is_anchor = np.equal(key, seg_best, out=self._b1[:nb])
-        anchors = np.flatnonzero(is_anchor)
-        anchor_pos = np.empty(segstarts.shape[0], np.int64)
-        anchor_pos[seg_of_lobe[lid[anchors]]] = anchors  # ties: any one of them
+        # ties (e.g. a negligible run, all of whose bins tie): the last one; a
+        # per-segment maximum of the anchor bins' positions (every other bin -1)
+        apos = self._apos[:nb]
+        apos[...] = -1
+        np.copyto(apos, self._bin_index[:nb], where=is_anchor)
+        anchor_pos = np.maximum.reduceat(apos, segstarts)
         offset = phi_t.reshape(-1)[anchor_pos] - flat_F[anchor_pos]
         out = self.out_phase[sl]
         per_bin = np.take(offset[seg_of_lobe], lid, out=self._f2[:nb], mode="clip")

@@ -181,6 +181,14 @@ class PitchStage:
         self._key = None
         self.freq = np.zeros((n_voices, n_bins))  # lobe frequency per output bin (bins)
         self._acc = np.zeros((n_voices, n_bins), f4)
+        # scatter-add of process(): destination index per source bin (out of range:
+        # the trash slot at the end of the sums), weights in float64, two sums
+        self._ok = np.zeros((n_voices, n_bins), bool)
+        self._okb = np.zeros((n_voices, n_bins), bool)
+        self._w8 = np.zeros((n_voices, n_bins))
+        self._trash = n_voices * n_bins
+        self._sum = np.zeros(n_voices * n_bins + 1)
+        self._fsum = np.zeros(n_voices * n_bins + 1)
         self._bins_i = np.arange(n_bins, dtype=np.int64)
         self._tapsrc = {tap: np.clip(self._bins_i + tap, 0, n_bins - 1) for tap in (-1, 0, 1, 2)}
         self._slog = np.zeros(n_bins)
@@ -310,23 +318,40 @@ class PitchStage:
         j += self._bins_i
         if wrap:
             np.mod(j, B, out=j)
-            ok = np.ones(j.shape, bool)
-        else:
-            ok = (j >= 0) & (j < B)
-        j += self._row_off[:n]
-        idx = j[ok]
-        flat = self._flat[: n * B]
-        wt = acc[ok]
-        np.copyto(flat, np.bincount(idx, wt, minlength=n * B)[: n * B])  # every bin written
+            j += self._row_off[:n]
+        else:  # bins moved past either end go to the trash slot
+            ok = self._ok[:n]
+            np.greater_equal(j, 0, out=ok)
+            np.less(j, B, out=self._okb[:n])
+            ok &= self._okb[:n]
+            j += self._row_off[:n]
+            np.logical_not(ok, out=ok)
+            np.copyto(j, self._trash, where=ok)
+        idx = j.reshape(-1)
+        nb = n * B
+        # scatter-add in source order (np.add.at: as np.bincount sums, without its
+        # output and index arrays); every bin of out[:n] is written
+        total = self._sum
+        total[:nb] = 0.0
+        w8 = self._w8[:n]
+        np.copyto(w8, acc)
+        np.add.at(total, idx, w8.reshape(-1))
+        flat = self._flat[:nb]
+        flat[:] = total[:nb]
         # frequency of each output bin's lobe (output bins): where the lobe's
         # peak was moved to, weighted by contribution where lobes overlap
         p_out = delta
         np.add(p_out, peaks[None, :], out=p_out, casting="same_kind")
         if wrap:
             np.mod(p_out, B, out=p_out)
-        fw = np.bincount(idx, wt * p_out[ok], minlength=n * B)[: n * B]
+        np.multiply(acc, p_out, out=w)  # float32 product, as before the float64 sum
+        np.copyto(w8, w)
+        fw = self._fsum
+        fw[:nb] = 0.0
+        np.add.at(fw, idx, w8.reshape(-1))
         freq = self.freq[:n].reshape(-1)
-        filled = flat > 0.0
-        np.copyto(freq, self._bins_tiled[: n * B])
-        np.divide(fw, flat, out=freq, where=filled)
+        filled = self._ok[:n].reshape(-1)
+        np.greater(flat, 0.0, out=filled)
+        np.copyto(freq, self._bins_tiled[:nb])
+        np.divide(fw[:nb], flat, out=freq, where=filled)
         return out
