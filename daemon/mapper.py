@@ -7,10 +7,17 @@ not understand are dropped (and counted). It is called from one control thread (
 from the audio callback); ``set_mapping`` (hot reload) may come from another thread and
 swaps the whole mapping at once, re-arming soft takeover.
 
-Program changes switch model and/or mapping as the file's ``programs:`` table says.
-The new model is loaded off the audio path (a worker thread, or inline with
-``synchronous=True`` for deterministic offline rendering), then handed to
-``engine.set_model`` which crossfades at a hop boundary: no audio gap.
+Program changes: the Mapper finds the program in the ``programs:`` table and hands it
+to ``on_program`` (the owner's program switcher, ``daemon.runtime.ProgramSwitcher``,
+which loads the model and mapping off the MIDI path and switches engine and Mapper
+under :attr:`Mapper.lock`). The Mapper never loads a model itself. Without an
+``on_program`` a program change only recalls a snapshot (``snapshots.program_change``).
+
+The latent target has one owner, the Mapper: :attr:`Mapper.latents` (the performer's
+values, before LFO offsets) is the only copy that is read. The engine's latent target is
+written from it alone (``set_latent`` / ``set_latents`` plus the LFO offsets) and never
+read back; the engine only smooths toward it. After ``engine.set_model`` the switcher's
+``set_mapping`` re-sends the Mapper's latent for the new model.
 
 Soft takeover works in *knob position* (0..1, after ``invert``, before curve and range):
 the Mapper remembers the value it last sent to every target, finds where a control's
@@ -34,9 +41,7 @@ import time
 from pathlib import Path
 
 from daemon.engine import PARAMS as ENGINE_PARAMS
-from daemon.errors import CanneError
-from daemon.mapping import (PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping,
-                            load_mapping_text)
+from daemon.mapping import PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping_text
 from daemon.modulation import ClockFollower, LfoBank
 
 __all__ = ["Mapper", "TAKEOVER_TOLERANCE", "SNAPSHOT_PARAMS"]
@@ -98,12 +103,6 @@ class _State:
         self.by_source = {k: tuple(v) for k, v in by_source.items()}
 
 
-def _default_model_loader(path):
-    from daemon.model import DecoderModel
-
-    return DecoderModel(path)
-
-
 class Mapper:
     """Turns mido messages into Engine calls according to a ``Mapping``.
 
@@ -114,11 +113,10 @@ class Mapper:
         plays now.
     engine : daemon.engine.Engine
         Anything with the Engine control API of docs/contracts.md.
-    model_loader : callable(path) -> model, optional
-        Loads a program's model (default: ``daemon.model.DecoderModel``).
-    synchronous : bool
-        Program changes load and switch inline inside ``handle`` (deterministic, for
-        offline rendering). Default False: a worker thread does it, off the MIDI path.
+    on_program : callable(Program), optional
+        Called (under :attr:`lock`, from ``handle``) with the program a program change
+        names; it switches model and mapping (``daemon.runtime.ProgramSwitcher``
+        attaches itself here). May also be set later.
     apply_initial : bool
         Send the mapping's initial latent, params and note settings to the engine now.
     clock : callable() -> float, optional
@@ -126,14 +124,13 @@ class Mapper:
         render`` passes the position in the file, so offline LFOs are deterministic).
     """
 
-    def __init__(self, mapping: Mapping | None, engine, *, model_loader=None, synchronous: bool = False,
-                 apply_initial: bool = True, clock=None):
+    def __init__(self, mapping: Mapping | None, engine, *, on_program=None, apply_initial: bool = True,
+                 clock=None):
         if mapping is None:  # no file: notes and pitch bend only, defaults from the engine's model
             mapping = load_mapping_text("{}", getattr(engine, "model", None), source="<no mapping>")
         self._engine = engine
         self._now = clock or time.monotonic
-        self._model_loader = model_loader or _default_model_loader
-        self._synchronous = synchronous
+        self.on_program = on_program
         self._lock = threading.RLock()
         self._latents = [float(v) for v in mapping.initial_latent]
         # Current engine parameter values, when the engine says (an optional read-only
@@ -141,16 +138,8 @@ class Mapper:
         known = getattr(engine, "params", None)
         self._params: dict = {k: float(v) for k, v in known.items()} if isinstance(known, dict) else {}
         self._programs: tuple = mapping.programs
-        self._models: dict = {}
-        self._remember_model(mapping.model)
-        self._pending: Program | None = None
-        self._worker: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
         self.handled = 0
         self.dropped = 0
-        self.program_switches = 0
-        self.program_errors = 0
         self.snapshot_recalls = 0
         self.snapshot_stores = 0
         self.snapshot_saves = 0
@@ -180,8 +169,14 @@ class Mapper:
 
     @property
     def latents(self) -> tuple:
-        """Latent values last sent to the engine (for a status line)."""
+        """The latent target (the one copy; the engine's target is this plus LFO offsets)."""
         return tuple(self._latents)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by ``handle`` and every control call; a program switcher holds it while it
+        switches the engine's model and the mapping, so no message lands in between."""
+        return self._lock
 
     @property
     def params(self) -> dict:
@@ -190,12 +185,7 @@ class Mapper:
 
     @property
     def stats(self) -> dict:
-        return {
-            "handled": self.handled,
-            "dropped": self.dropped,
-            "program_switches": self.program_switches,
-            "program_errors": self.program_errors,
-        }
+        return {"handled": self.handled, "dropped": self.dropped}
 
     def set_mapping(self, mapping: Mapping, *, if_same_source: bool = False) -> bool:
         """Swap to a new mapping atomically (hot reload) and re-arm soft takeover.
@@ -203,7 +193,8 @@ class Mapper:
         Note settings are re-sent; the initial latent and ``params`` are re-sent only
         where they differ from the previous mapping's (an edit is heard; an unrelated
         edit does not reset what the knobs did). A model different from the current
-        one re-initialises the latent (the caller must also ``engine.set_model`` it).
+        one re-initialises the latent (the caller must also ``engine.set_model`` it, under
+        :attr:`lock`, as ``daemon.runtime.ProgramSwitcher`` does).
 
         ``if_same_source=True`` (hot reload): swap only if the mapping in force still
         comes from the same file and was validated against the same model as
@@ -216,8 +207,6 @@ class Mapper:
                                    or (old.path is not None and old.path != mapping.path)):
                 return False
             model_changed = mapping.model is not old.model or mapping.latent_dim != old.latent_dim
-            if model_changed:
-                self._remember_model(mapping.model)
             self._state = _State(mapping)
             if mapping.programs:
                 self._programs = mapping.programs
@@ -322,13 +311,17 @@ class Mapper:
             self.dropped += 1
 
     def switch_program(self, number: int) -> bool:
-        """Switch to program ``number`` as the programs table says; False if none is named."""
+        """Hand program ``number`` to ``on_program``; False if the table names none (or no
+        switcher is attached)."""
         with self._lock:
             return self._program_change(number)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until pending program switches are done (tests, offline use)."""
-        return self._idle.wait(timeout)
+    def program(self, number: int) -> Program | None:
+        """Program ``number`` of the programs table in force (the last mapping that had one)."""
+        for p in self._programs:
+            if p.number == number:
+                return p
+        return None
 
     # ------------------------------------------------------------------ OSC-style direct control
     # (daemon.osc calls these from the control loop; each may raise ValueError on a bad value)
@@ -517,14 +510,6 @@ class Mapper:
         return dict(self._mod)
 
     # ------------------------------------------------------------------ configuration
-    def _remember_model(self, model) -> None:
-        path = getattr(model, "path", None)
-        if path is not None:
-            p = Path(path)
-            self._models[p.resolve()] = model
-            if p.name == "decoder.onnx":
-                self._models[p.parent.resolve()] = model
-
     def _configure(self, mapping: Mapping, previous: Mapping | None, model_changed: bool) -> None:
         eng = self._engine
         notes = mapping.notes
@@ -536,12 +521,9 @@ class Mapper:
             eng.set_pitch_mode(notes.pitch_mode, notes.reference_note)
             eng.set_polyphony(notes.polyphony)
             eng.set_param("velocity_curve", float(notes.velocity_exponent))
-        if model_changed or previous is None:
+        if model_changed or previous is None or mapping.initial_latent != previous.initial_latent:
             self._latents = [float(v) for v in mapping.initial_latent]
-            eng.set_latents(list(self._latents))
-        elif mapping.initial_latent != previous.initial_latent:
-            self._latents = [float(v) for v in mapping.initial_latent]
-            eng.set_latents(list(self._latents))
+            self._send_latents()
         old_params = dict(previous.params) if (previous is not None and not model_changed) else {}
         for name, value in mapping.params:
             if old_params.get(name) != value:
@@ -715,56 +697,8 @@ class Mapper:
 
     # ------------------------------------------------------------------ programs
     def _program_change(self, number: int) -> bool:
-        prog = None
-        for p in self._programs:
-            if p.number == number:
-                prog = p
-                break
-        if prog is None:
+        prog = self.program(number)
+        if prog is None or self.on_program is None:
             return False
-        if self._synchronous:
-            self._switch(prog)
-            return True
-        self._pending = prog  # a newer request replaces one not yet started
-        self._idle.clear()
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._worker_loop, name="canne-program", daemon=True)
-            self._worker.start()
+        self.on_program(prog)
         return True
-
-    def _worker_loop(self) -> None:
-        while True:
-            with self._lock:
-                prog, self._pending = self._pending, None
-                if prog is None:
-                    self._idle.set()
-                    self._worker = None
-                    return
-            self._switch(prog)
-
-    def _switch(self, prog: Program) -> None:
-        """Load the program's model (slow part, no lock held) then swap engine + mapping."""
-        current = self._state.mapping
-        try:
-            model = current.model
-            if prog.model is not None:
-                model = self._models.get(prog.model) or self._model_loader(prog.model)
-            path = prog.mapping or current.path
-            if path is None:
-                raise CanneError("the current mapping has no file to re-validate against the new model")
-            new = load_mapping(path, model)
-        except Exception as exc:
-            self.program_errors += 1
-            log.warning("program %d (%s) not switched, keeping %r: %s", prog.number, prog.name, current.name, exc)
-            return
-        with self._lock:
-            try:
-                if model is not self._state.mapping.model:
-                    self._engine.set_model(model)
-                self.set_mapping(new)
-            except Exception as exc:  # the worker must not die (wait_idle would hang)
-                self.program_errors += 1
-                log.warning("program %d (%s): the engine refused the switch: %s", prog.number, prog.name, exc)
-                return
-            self.program_switches += 1
-        log.info("program %d: %s (mapping %r)", prog.number, prog.name, new.name)

@@ -82,6 +82,7 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     from daemon.mapper import Mapper
     from daemon.mapping import load_mapping
     from daemon.midifile import load_midi_file
+    from daemon.runtime import ProgramSwitcher
 
     # regular file <= 2 MiB, format 0/1, <= 1 hour, else one MidiFileError line
     midi = load_midi_file(midi_path)
@@ -93,7 +94,8 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     engine = Engine(model, sample_rate=int(sample_rate), lookahead=lookahead, seed=seed, **kwargs)
     sr = int(sample_rate)
     pos = 0
-    mapper = Mapper(mapping, engine, synchronous=True, clock=lambda: pos / sr)  # LFOs in file time
+    mapper = Mapper(mapping, engine, clock=lambda: pos / sr)  # LFOs in file time
+    ProgramSwitcher(mapper, engine)  # not started: program changes switch inline (deterministic)
     if polyphony:  # the command line wins over the mapping's notes.polyphony
         engine.set_polyphony(int(polyphony))
 

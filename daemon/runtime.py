@@ -16,11 +16,25 @@ Threads in the instrument process
   (127.0.0.1 unless another address is asked for) is drained and parsed by the
   control loop every turn, and the state stream is sent from there.
 - **main / control**: everything else, in one loop that sleeps 2 ms per turn —
-  drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every second
-  poll the MIDI ports (reconnect), the mapping file (hot reload), write the
-  heartbeat for the supervisor, print the status line, collect garbage.
-  Signals (SIGINT/SIGTERM: fade out and exit 0; SIGHUP: reload the mapping)
-  are handled here too, because Python runs signal handlers in the main thread.
+  drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every
+  ``RELOAD_POLL_S`` poll the mapping file (hot reload); every second poll the MIDI
+  ports (reconnect), write the heartbeat for the supervisor, print the status line,
+  collect garbage. Signals (SIGINT/SIGTERM: fade out and exit 0; SIGHUP: reload the
+  mapping) are handled here too, because Python runs signal handlers in the main thread.
+- **canne-program** (:class:`ProgramSwitcher`, started in :meth:`Instrument.start`,
+  stopped in :meth:`Instrument.shutdown`): program changes load the program's model
+  and mapping here, off the MIDI path, then switch engine and Mapper under the
+  Mapper's lock. Idle otherwise.
+- **supervisor link watcher** (``daemon.supervisor.ChildLink.start_watcher``, started in
+  :func:`run_instrument` when supervised): reads the supervisor's stop/reload requests
+  and only sets the flags the control loop reads.
+- short-lived helpers, one job each: **canne-mapping-validate** (the hot reloader,
+  ``daemon.reload``, reads and validates an edited mapping file; the control loop
+  applies the result) and **canne-snapshot-save** (``Mapper.store_snapshot(save=True)``,
+  OSC ``/canne/snapshot/save``: writes the snapshot into the mapping file).
+
+The latent target has one owner, the Mapper (``Mapper.latents``; see ``daemon.mapper``):
+the engine's target is written from it and never read back; the status line shows it.
 
 Start-up follows the measured rules in ``docs/daemon.md`` (*Live audio in Python*): ``sys.setswitchinterval(0.001)``;
 the decoder session has one thread and is warmed up; MIDI ports are opened
@@ -35,6 +49,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +118,7 @@ class Instrument:
         self.engine = None
         self.mapper = None
         self.reloader = None
+        self.programs = None
         self.midi = None
         self.audio = None
         self._coalesce = None
@@ -188,11 +204,12 @@ class Instrument:
         self.audio.set_source(render)
 
     def _build_mapper(self, model, mapping) -> None:
-        """Mapper + hot reloader, from the mapping helper's modules."""
+        """Mapper + program switcher + hot reloader."""
         from daemon.mapper import Mapper
 
         path = self.opts.mapping
         self.mapper = Mapper(mapping, self.engine)
+        self.programs = ProgramSwitcher(self.mapper, self.engine)
         if path:
             log.info("mapping %s", path)
             self.reloader = _make_reloader(path, model, self.mapper)
@@ -200,7 +217,8 @@ class Instrument:
 
     # -- running ------------------------------------------------------------------
     def start(self) -> None:
-        """Open MIDI, then the audio stream (muted, fading in)."""
+        """Open MIDI, then the audio stream (muted, fading in); start the program worker."""
+        self.programs.start()
         self.midi.start()
         self.audio.start(fade_in=True)
         log.info(
@@ -345,6 +363,8 @@ class Instrument:
     def shutdown(self) -> None:
         """Fade out, close audio (bounded time), close MIDI."""
         gc.enable()
+        if self.programs is not None:
+            self.programs.close()
         if self.audio is not None:
             self.audio.fade_out()
             self.audio.wait_faded_out(max(0.3, 4 * self.opts.fade_s))
@@ -395,6 +415,132 @@ def _make_osc(opts: RunOptions, mapping, mapper, engine):
                          feedback_rate=cfg.feedback_rate if cfg is not None else 20.0)
     except OSError as exc:
         raise CanneError(str(exc)) from None
+
+
+class ProgramSwitcher:
+    """Program changes: load the program's model and mapping, then switch engine and Mapper.
+
+    It attaches itself as the Mapper's ``on_program``: the Mapper finds the program in its
+    ``programs:`` table and calls :meth:`request` from ``handle`` (the control thread,
+    Mapper lock held). Then
+
+    1. the model is loaded (``model_loader``, default ``daemon.model.DecoderModel``; a
+       model played before is reused) and the mapping re-validated against it
+       (``daemon.mapping.load_mapping``), with no lock held (the slow part);
+    2. under :attr:`daemon.mapper.Mapper.lock`: ``engine.set_model`` (the engine
+       crossfades at a hop boundary: no audio gap) when the model differs, then
+       ``mapper.set_mapping``, which re-sends the Mapper's latent (the one latent target)
+       for the new model. No MIDI message is handled between the two.
+
+    Not started, it switches inline inside ``request`` (deterministic, for ``canne
+    render``). :meth:`start` starts its worker thread (``canne-program``; the instrument
+    does, in :meth:`Instrument.start`): requests then return at once and a newer request
+    replaces one not yet started. A failed load or switch is counted (``errors``) and
+    logged in one line; the current model and mapping stay.
+    """
+
+    def __init__(self, mapper, engine, *, model_loader=None):
+        self.mapper = mapper
+        self.engine = engine
+        self._model_loader = model_loader or _load_decoder
+        self._models: dict = {}  # resolved path -> model loaded (or played) before
+        self._remember(mapper.model)
+        self._cond = threading.Condition()
+        self._pending = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.switches = 0
+        self.errors = 0
+        mapper.on_program = self.request
+
+    def start(self) -> "ProgramSwitcher":
+        """Start the worker thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="canne-program", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the worker thread (a switch in progress finishes first, up to ``timeout``)."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request(self, prog) -> None:
+        """Switch to ``prog`` (a ``daemon.mapping.Program``): inline, or on the worker."""
+        if self._thread is None:
+            self._switch(prog)
+            return
+        with self._cond:
+            self._pending = prog  # a newer request replaces one not yet started
+            self._idle.clear()
+            self._cond.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until requested switches are done (tests, offline use)."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._idle.set()
+                    self._cond.wait()
+                if self._closed:
+                    self._idle.set()
+                    return
+                prog, self._pending = self._pending, None
+            self._switch(prog)
+
+    def _remember(self, model) -> None:
+        path = getattr(model, "path", None)
+        if path is not None:
+            p = Path(path)
+            self._models[p.resolve()] = model
+            if p.name == "decoder.onnx":
+                self._models[p.parent.resolve()] = model
+
+    def _switch(self, prog) -> None:
+        """Load (no lock held), then switch engine and Mapper under the Mapper's lock."""
+        from daemon.mapping import load_mapping
+
+        mapper = self.mapper
+        current = mapper.mapping
+        try:
+            model = current.model
+            if prog.model is not None:
+                model = self._models.get(prog.model) or self._model_loader(prog.model)
+            path = prog.mapping or current.path
+            if path is None:
+                raise CanneError("the current mapping has no file to re-validate against the new model")
+            new = load_mapping(path, model)
+        except Exception as exc:
+            self.errors += 1
+            log.warning("program %d (%s) not switched, keeping %r: %s", prog.number, prog.name, current.name, exc)
+            return
+        with mapper.lock:
+            try:
+                if model is not mapper.model:
+                    self.engine.set_model(model)
+                mapper.set_mapping(new)
+            except Exception as exc:  # the worker must not die (wait_idle would hang)
+                self.errors += 1
+                log.warning("program %d (%s): the engine refused the switch: %s", prog.number, prog.name, exc)
+                return
+            self._remember(model)
+            self.switches += 1
+        log.info("program %d: %s (mapping %r)", prog.number, prog.name, new.name)
+
+
+def _load_decoder(path):
+    from daemon.model import DecoderModel
+
+    return DecoderModel(path)
 
 
 def _make_reloader(path, model, mapper):

@@ -24,6 +24,7 @@ from harmonic_model import build_harmonic_decoder  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
+from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "mappings" / "default.yaml"
@@ -69,13 +70,16 @@ def test_mapping_loads_do_not_leak(model):
 
 
 def test_program_changes_do_not_leak(model, tmp_path):
-    """Program changes through the Mapper (synchronous: each loads and swaps a mapping),
+    """Program changes through the Mapper and the instrument's program switcher (inline:
+    each loads and swaps a mapping),
     alternating between two files, as a performer flipping between two programs."""
     programs = "\nprograms:\n  0: {name: A, mapping: a.yaml}\n  1: {name: B, mapping: b.yaml}\n"
     text = DEFAULT.read_text(encoding="utf-8")
     (tmp_path / "a.yaml").write_text(text + programs)
     (tmp_path / "b.yaml").write_text(text.replace("takeover: pickup", "takeover: jump") + programs)
-    mapper = Mapper(load_mapping(tmp_path / "a.yaml", model), NullEngine(model), synchronous=True)
+    engine = NullEngine(model)
+    mapper = Mapper(load_mapping(tmp_path / "a.yaml", model), engine)
+    switcher = ProgramSwitcher(mapper, engine)
     messages = [mido.Message("program_change", program=p) for p in (1, 0)]
     count = [0]
 
@@ -83,12 +87,12 @@ def test_program_changes_do_not_leak(model, tmp_path):
         mapper.handle(messages[count[0] % 2])
         count[0] += 1
 
-    logging.getLogger("daemon.mapper").setLevel(logging.WARNING)  # no INFO records kept by pytest
+    logging.getLogger("canne.run").setLevel(logging.WARNING)  # no INFO records kept by pytest
     try:
         growth = traced_growth(change, N)
     finally:
-        logging.getLogger("daemon.mapper").setLevel(logging.NOTSET)
+        logging.getLogger("canne.run").setLevel(logging.NOTSET)
     print(f"{N} program changes: {growth / 1024:.1f} KiB")
-    assert mapper.program_errors == 0 and mapper.program_switches == N + 20
+    assert switcher.errors == 0 and switcher.switches == N + 20
     assert mapper.mapping.path == tmp_path / ("a.yaml" if count[0] % 2 == 0 else "b.yaml")
     assert growth <= LIMIT, f"{N} program changes grew the heap by {growth / 2**20:.1f} MiB"

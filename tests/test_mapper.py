@@ -20,6 +20,7 @@ from harmonic_model import build_harmonic_decoder  # noqa: E402
 from daemon.mapper import TAKEOVER_TOLERANCE, Mapper  # noqa: E402
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
+from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 
 class RecordingEngine:
@@ -446,14 +447,24 @@ def programs(tmp_path):
     return tmp_path, DecoderModel(a), main
 
 
-@pytest.mark.parametrize("synchronous", [True, False], ids=["inline", "worker-thread"])
-def test_program_change_switches_model_and_mapping(programs, synchronous):
+def with_programs(mapping, engine, *, threaded=False, **kw):
+    """A Mapper with the instrument's program switcher (inline, or on its worker thread)."""
+    mapper = Mapper(mapping, engine)
+    switcher = ProgramSwitcher(mapper, engine, **kw)
+    if threaded:
+        switcher.start()
+    return mapper, switcher
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "worker-thread"])
+def test_program_change_switches_model_and_mapping(programs, threaded):
     tmp_path, model_a, main = programs
     engine = RecordingEngine(model_a)
-    mapper = Mapper(load_mapping(main, model_a), engine, model_loader=DecoderModel, synchronous=synchronous)
+    mapper, switcher = with_programs(load_mapping(main, model_a), engine, threaded=threaded,
+                                     model_loader=DecoderModel)
     engine.clear()
     mapper.handle(mido.Message("program_change", program=1))
-    assert mapper.wait_idle(10.0)
+    assert switcher.wait_idle(10.0)
     (new_model,) = [args[0] for args in engine.of("set_model")]
     assert Path(new_model.path).parent == tmp_path / "model_b"
     assert mapper.mapping.path == tmp_path / "other.yaml" and mapper.model is new_model
@@ -465,31 +476,31 @@ def test_program_change_switches_model_and_mapping(programs, synchronous):
     # other.yaml has no programs: the table stays, so program 0 returns to model A and main.yaml
     engine.clear()
     mapper.handle(mido.Message("program_change", program=0))
-    assert mapper.wait_idle(10.0)
+    assert switcher.wait_idle(10.0)
     assert engine.of("set_model") == [(model_a,)]  # already loaded: reused, not reloaded
-    assert mapper.mapping.path == main and mapper.program_switches == 2
+    assert mapper.mapping.path == main and switcher.switches == 2
 
 
 def test_program_change_mapping_only_keeps_model(programs):
     _, model_a, main = programs
     engine = RecordingEngine(model_a)
-    mapper = Mapper(load_mapping(main, model_a), engine, synchronous=True)
+    mapper, switcher = with_programs(load_mapping(main, model_a), engine)
     engine.clear()
     mapper.handle(mido.Message("program_change", program=2))
     assert engine.of("set_model") == [] and mapper.mapping.path.name == "other.yaml"
     mapper.handle(mido.Message("program_change", program=99))  # not in the table: ignored
-    assert mapper.mapping.path.name == "other.yaml" and mapper.program_errors == 0
+    assert mapper.mapping.path.name == "other.yaml" and switcher.errors == 0
 
 
 def test_program_change_to_broken_mapping_keeps_the_current_one(programs, caplog):
     tmp_path, model_a, main = programs
     engine = RecordingEngine(model_a)
-    mapper = Mapper(load_mapping(main, model_a), engine, synchronous=True)
+    mapper, switcher = with_programs(load_mapping(main, model_a), engine)
     (tmp_path / "other.yaml").write_text("controls:\n  - {cc: 300, neuron: 0}\n")  # broken after load
     engine.clear()
-    with caplog.at_level(logging.WARNING, logger="daemon.mapper"):
+    with caplog.at_level(logging.WARNING, logger="canne.run"):
         mapper.handle(mido.Message("program_change", program=2))
-    assert mapper.mapping.path == main and mapper.program_errors == 1 and engine.calls == []
+    assert mapper.mapping.path == main and switcher.errors == 1 and engine.calls == []
     assert "program 2" in caplog.text and "other.yaml:2: controls[0].cc" in caplog.text
 
 
@@ -497,7 +508,7 @@ def test_program_change_model_only_revalidates_the_current_mapping(programs):
     """The same file against the new model: default ranges become the new model's."""
     _, model_a, main = programs
     engine = RecordingEngine(model_a)
-    mapper = Mapper(load_mapping(main, model_a), engine, synchronous=True)
+    mapper, _ = with_programs(load_mapping(main, model_a), engine)
     mapper.handle(mido.Message("program_change", program=3))
     assert mapper.mapping.path == main and len(engine.of("set_model")) == 1
     engine.clear()
@@ -505,8 +516,8 @@ def test_program_change_model_only_revalidates_the_current_mapping(programs):
     assert engine.of("set_latent") == [(0, 0.0)]  # model B's learned range is 0..4 (model A's: -2..2)
 
 
-@pytest.mark.parametrize("synchronous", [True, False], ids=["inline", "worker-thread"])
-def test_engine_refusing_a_switch_is_counted_and_the_worker_survives(programs, synchronous, caplog):
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "worker-thread"])
+def test_engine_refusing_a_switch_is_counted_and_the_worker_survives(programs, threaded, caplog):
     """An engine that raises in set_model: counted, logged, the mapping stays, and the
     worker thread still finishes (wait_idle returns) and takes the next request."""
     _, model_a, main = programs
@@ -516,12 +527,13 @@ def test_engine_refusing_a_switch_is_counted_and_the_worker_survives(programs, s
             raise ValueError("no switch today")
 
     engine = RefusingEngine(model_a)
-    mapper = Mapper(load_mapping(main, model_a), engine, model_loader=DecoderModel, synchronous=synchronous)
-    with caplog.at_level(logging.WARNING, logger="daemon.mapper"):
+    mapper, switcher = with_programs(load_mapping(main, model_a), engine, threaded=threaded,
+                                     model_loader=DecoderModel)
+    with caplog.at_level(logging.WARNING, logger="canne.run"):
         mapper.handle(mido.Message("program_change", program=1))
-        assert mapper.wait_idle(10.0)
-    assert mapper.program_errors == 1 and mapper.program_switches == 0 and mapper.mapping.path == main
+        assert switcher.wait_idle(10.0)
+    assert switcher.errors == 1 and switcher.switches == 0 and mapper.mapping.path == main
     assert "no switch today" in caplog.text
     mapper.handle(mido.Message("program_change", program=2))  # same model: no set_model
-    assert mapper.wait_idle(10.0)
-    assert mapper.program_switches == 1 and mapper.mapping.path.name == "other.yaml"
+    assert switcher.wait_idle(10.0)
+    assert switcher.switches == 1 and mapper.mapping.path.name == "other.yaml"

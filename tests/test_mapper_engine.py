@@ -22,6 +22,7 @@ from daemon.engine import Engine  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
+from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 SR = 44100
 MAPPING = (
@@ -43,7 +44,7 @@ def model(tmp_path_factory):
 @pytest.fixture()
 def rig(model):
     engine = Engine(model, sample_rate=SR, polyphony=4, seed=1)
-    mapper = Mapper(load_mapping_text(MAPPING, model), engine, synchronous=True)
+    mapper = Mapper(load_mapping_text(MAPPING, model), engine)
     return engine, mapper
 
 
@@ -119,7 +120,7 @@ def test_note_off_returns_to_silence(rig):
 def test_shipped_default_mapping_drives_the_engine(model):
     repo = Path(__file__).resolve().parents[1]
     engine = Engine(model, sample_rate=SR, seed=2)
-    mapper = Mapper(load_mapping(repo / "mappings" / "default.yaml", model), engine, synchronous=True)
+    mapper = Mapper(load_mapping(repo / "mappings" / "default.yaml", model), engine)
     for msg in (mido.Message("note_on", note=64, velocity=90),
                 mido.Message("control_change", control=21, value=64),  # picks up at the centre
                 mido.Message("control_change", control=21, value=127),
@@ -131,8 +132,8 @@ def test_shipped_default_mapping_drives_the_engine(model):
     assert rms_db(x) > -40.0
 
 
-@pytest.mark.parametrize("synchronous", [True, False], ids=["inline", "worker"])
-def test_program_change_to_a_model_of_another_latent_size(model, tmp_path, synchronous):
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "worker"])
+def test_program_change_to_a_model_of_another_latent_size(model, tmp_path, threaded):
     """The real Engine takes the new mapping's latents (latent_dim 4) right after the
     switch is queued, before the render side has switched."""
     small = tmp_path / "small"
@@ -145,13 +146,16 @@ def test_program_change_to_a_model_of_another_latent_size(model, tmp_path, synch
     (tmp_path / "small.yaml").write_text("takeover: jump\ninitial_latent: [1, -1, 0.5, 0]\n"
                                          "controls:\n  - {cc: 21, neuron: 3, range: [-2, 2]}\n")
     engine = Engine(model, sample_rate=SR, seed=3)
-    mapper = Mapper(load_mapping(main, model), engine, synchronous=synchronous)
+    mapper = Mapper(load_mapping(main, model), engine)
+    switcher = ProgramSwitcher(mapper, engine)
+    if threaded:
+        switcher.start()
     mapper.handle(mido.Message("note_on", note=60, velocity=100))
     render(engine, 0.2)
     mapper.handle(mido.Message("program_change", program=1))
-    assert mapper.wait_idle(30.0)
+    assert switcher.wait_idle(30.0)
     mapper.handle(mido.Message("control_change", control=21, value=127))
-    assert mapper.program_switches == 1 and mapper.program_errors == 0 and mapper.dropped == 0
+    assert switcher.switches == 1 and switcher.errors == 0 and mapper.dropped == 0
     x = render(engine, 1.0)
     assert engine.model.latent_dim == 4
     np.testing.assert_allclose(engine.latent, [1.0, -1.0, 0.5, 2.0], atol=1e-6)

@@ -33,7 +33,7 @@ def model(tmp_path_factory):
 
 def rig(model, text):
     engine = Engine(model, sample_rate=SR, polyphony=4, seed=1)
-    return engine, Mapper(load_mapping_text(text, model), engine, synchronous=True)
+    return engine, Mapper(load_mapping_text(text, model), engine)
 
 
 def rising_crossings(t, y):

@@ -52,7 +52,7 @@ def test_zone_section(model):
 @pytest.mark.parametrize("zone, ch_a, ch_b, manager", [("lower", 1, 2, 0), ("upper", 14, 13, 15)])
 def test_two_notes_bent_in_opposite_directions_land_in_tune(model, zone, ch_a, ch_b, manager):
     engine = Engine(model, sample_rate=SR, polyphony=4, seed=2)
-    mapper = Mapper(load_mapping_text(MPE.replace("lower", zone), model), engine, synchronous=True)
+    mapper = Mapper(load_mapping_text(MPE.replace("lower", zone), model), engine)
     up, down = 341, -341  # about +2 and -2 semitones of 48
     mapper.handle(bend(ch_a, 0))
     mapper.handle(mido.Message("note_on", channel=ch_a, note=60, velocity=100))
@@ -91,7 +91,7 @@ def test_manager_bend_moves_the_zone_and_member_bend_only_its_note(model):
             super().set_note_bend(note, semitones)
 
     engine = Rec(model, sample_rate=SR)
-    mapper = Mapper(load_mapping_text(MPE, model), engine, synchronous=True)
+    mapper = Mapper(load_mapping_text(MPE, model), engine)
     mapper.handle(bend(3, 8191))  # before the note: the note starts bent (MPE spec)
     mapper.handle(mido.Message("note_on", channel=3, note=50, velocity=90))
     assert calls[-1] == (50, 48.0)
@@ -117,7 +117,7 @@ def test_pressure_and_cc74_on_member_channels_are_sources(model):
                   "  - {source: aftertouch, channel: all, neuron: 1, range: [0, 1]}\n"
                   "  - {cc: 74, channel: all, neuron: 2, range: [-1, 1], takeover: jump}\n")
     engine = Engine(model, sample_rate=SR)
-    mapper = Mapper(load_mapping_text(text, model), engine, synchronous=True)
+    mapper = Mapper(load_mapping_text(text, model), engine)
     mapper.handle(mido.Message("aftertouch", channel=5, value=127))
     mapper.handle(mido.Message("control_change", channel=6, control=74, value=0))
     assert mapper.latents[1] == 1.0 and mapper.latents[2] == -1.0

@@ -30,7 +30,7 @@ def test_conditioned_voices_bent_in_opposite_directions(known_dir, sr):  # noqa:
     assert dec.conditioned
     engine = Engine(dec, sample_rate=sr, polyphony=4, seed=5)
     mapper = Mapper(load_mapping_text("mpe: lower\nnotes: {pitch_mode: transpose}\nparams: {attack: 5}\n", dec),
-                    engine, synchronous=True)
+                    engine)
     mapper.handle(mido.Message("note_on", channel=1, note=57, velocity=100))
     mapper.handle(mido.Message("note_on", channel=2, note=64, velocity=100))
     engine.render(int(0.2 * sr))

@@ -53,7 +53,7 @@ def rig(model):
         "  slots:\n"
         "    0: {name: A, latent: {0: -1.0}}\n"
         "    1: {name: B, latent: {0: 1.0}, params: {gain: -12}}\n", model)
-    mapper = Mapper(mapping, engine, synchronous=True)
+    mapper = Mapper(mapping, engine)
     server = OscServer(mapper, engine, host="127.0.0.1", port=0)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     yield engine, mapper, server, client

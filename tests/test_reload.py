@@ -22,6 +22,7 @@ from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping  # noqa: E402
 from daemon.model import DecoderModel  # noqa: E402
 from daemon.reload import MappingReloader  # noqa: E402
+from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 GOOD_A = "takeover: jump\ncontrols:\n  - {cc: 1, neuron: 0}\n"
 GOOD_B = "# edited live\ntakeover: jump\ncontrols:\n  - {cc: 2, neuron: 3, range: [0, 1]}\n"
@@ -167,7 +168,8 @@ def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
     path = tmp_path / "live.yaml"
     path.write_text(GOOD_A + "programs: {1: {mapping: other.yaml}}\n")
     engine = RecordingEngine(model)
-    mapper = Mapper(load_mapping(path, model), engine, synchronous=True)
+    mapper = Mapper(load_mapping(path, model), engine)
+    switcher = ProgramSwitcher(mapper, engine)
     reloader = MappingReloader(path, model, mapper)
     real_load = daemon.reload.load_mapping_text
 
@@ -181,7 +183,7 @@ def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
     assert reloader.poll() is False
     assert settle(reloader) is False
     assert mapper.mapping.path == other and mapper.mapping.controls[0].cc == 5
-    assert reloader.reloads == 0 and mapper.program_switches == 1
+    assert reloader.reloads == 0 and switcher.switches == 1
 
 
 # --------------------------------------------------------------------------- hostile files

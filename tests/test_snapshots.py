@@ -47,7 +47,7 @@ def model(tmp_path_factory):
 
 def rig(model, text=MAPPING):
     engine = Engine(model, sample_rate=SR, polyphony=4, seed=1)
-    return engine, Mapper(load_mapping_text(text, model), engine, synchronous=True)
+    return engine, Mapper(load_mapping_text(text, model), engine)
 
 
 def note(n, v=100, ch=15):
@@ -102,7 +102,7 @@ def test_save_current_sound_into_user_copy(model, tmp_path, monkeypatch):
     monkeypatch.setattr("daemon.paths.is_shipped", lambda p: Path(p).parent == shipped)
     monkeypatch.setattr("daemon.paths.user_copy_of", lambda p: user / Path(p).name)
     engine = Engine(model, sample_rate=SR)
-    mapper = Mapper(load_mapping(src, model), engine, synchronous=True)
+    mapper = Mapper(load_mapping(src, model), engine)
     mapper.set_latent(3, 0.625)
     mapper.set_param("gain", -3.0)
     mapper.store_snapshot(1, "Found it")
