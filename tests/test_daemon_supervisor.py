@@ -109,6 +109,7 @@ SUPERVISE = textwrap.dedent(
     sys.exit(sup.run())
     """
 )
+WATCHDOG_S = 0.5  # the supervisor's watchdog_s in SUPERVISE
 
 PLATFORMS = [pytest.param("posix", id="posix"), pytest.param("nonposix", id="simulated-nonposix")]
 
@@ -164,6 +165,18 @@ def run_supervisor(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def _no_further_start(state: Path, n: int, *, max_backoff: float = 1.0) -> None:
+    """Fail as soon as a child start beyond ``n`` appears, watching for as long as a
+    wrongful restart of a healthy child would take to show: the watchdog's silence,
+    the longest restart delay and a child's start-up (generous: a shared machine)."""
+    window = WATCHDOG_S + max_backoff + 3.0
+    end = time.monotonic() + window
+    while time.monotonic() < end:
+        starts = len(_starts(state))
+        assert starts == n, f"{starts} child starts, expected {n}: the healthy child was restarted"
+        time.sleep(0.05)
+
+
 def _stop(proc: subprocess.Popen) -> str:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=15)
@@ -181,8 +194,7 @@ def _stop(proc: subprocess.Popen) -> str:
 def test_restarts_until_sound_then_stop_exits_0(run_supervisor, platform, plan, expected_starts):
     proc, state = run_supervisor(plan, platform)
     wait_for(lambda: len(_starts(state)) >= expected_starts, 30, 0.05, f"{expected_starts} child starts")
-    time.sleep(0.7)  # the last child is healthy: no further restart
-    assert len(_starts(state)) == expected_starts
+    _no_further_start(state, expected_starts)  # the last child is healthy: no further restart
     out = _stop(proc)
     assert proc.returncode == 0, out
     how = "signal" if platform == "posix" else "line"
