@@ -107,7 +107,7 @@ def test_fit_f0_finds_a_detuned_partial_series():
         assert abs((got - note) * 100 - detune) < 3.0, (note, got)
 
 
-def test_conditioned_model_exports_format_2_with_parity(model_dir):
+def test_conditioned_model_exports_format_2_with_parity(model_dir, rng):
     run, out = model_dir
     meta = read_metadata(out / "decoder.onnx")
     assert meta["canne_format_version"] == "2"
@@ -116,7 +116,6 @@ def test_conditioned_model_exports_format_2_with_parity(model_dir):
     dec = DecoderModel(out)
     assert dec.conditioned and dec.decoder_kind == "harmonic" and dec.latent_dim == 4
     model, _ = load_checkpoint(run)
-    rng = np.random.default_rng(0)
     z = rng.uniform(dec.latent_min, dec.latent_max, size=(16, 4)).astype(np.float32)
     p = rng.uniform(dec.pitch_min, dec.pitch_max, size=(16, 1)).astype(np.float32)
     with torch.no_grad():

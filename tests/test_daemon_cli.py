@@ -15,15 +15,6 @@ from jack_util import MidiSender, jack_server_env, wait_for
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from harmonic_model import build_harmonic_decoder
-
-    d = tmp_path_factory.mktemp("model")
-    build_harmonic_decoder(d)
-    return d
-
-
 def _no_server_env() -> dict:
     env = dict(os.environ)
     env["JACK_DEFAULT_SERVER"] = f"canne-absent-{os.getpid()}"

@@ -55,15 +55,6 @@ def server(tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from harmonic_model import build_harmonic_decoder
-
-    d = tmp_path_factory.mktemp("model")
-    build_harmonic_decoder(d)
-    return d
-
-
 class Rig:
     """Server + recorder + MIDI port + daemon, re-creatable after a server restart."""
 

@@ -118,11 +118,7 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    from harmonic_model import build_harmonic_decoder
-
-    model_dir = tmp_path_factory.mktemp("model")
-    build_harmonic_decoder(model_dir)
+def rig(tmp_path_factory, model_dir):
     with jack_server_env("canne-osc", tmp_path_factory.mktemp("jack")) as srv:
         r = Rig(srv, model_dir, tmp_path_factory.mktemp("mapping"))
         try:

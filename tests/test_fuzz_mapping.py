@@ -20,21 +20,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapping import MAX_MAPPING_BYTES, MAX_NESTING, Mapping, load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "mappings").glob("*.yaml"))
 SEED = 9
 N_MUTANTS = 440
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 def outcome(load, source: str) -> str:

@@ -11,11 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapping import load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 
 BASE = """\
 osc: {port: 9000, host: 127.0.0.1, feedback: '127.0.0.1:9001', feedback_rate: 20}
@@ -41,11 +39,6 @@ controls:
 """
 TOKENS = ["-1", "0", "1", "16", "17", "128", "999999", "1e400", "nan", ".inf", "~", "''", "[]", "{}",
           "[1, 2]", "yes", "x", "'127.0.0.1:0'", "lower", "upper", "beats", "rate", "!!binary AA==", "&a 1", "*a"]
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 def test_base_loads(model):

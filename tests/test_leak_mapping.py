@@ -19,11 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,11 +38,6 @@ class NullEngine:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 def traced_growth(step, n: int, warmup: int = 20) -> int:

@@ -10,7 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
 from daemon.learn import (  # noqa: E402
@@ -22,15 +21,9 @@ from daemon.learn import (  # noqa: E402
     write_binding,
 )
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "mappings").glob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 def cc(control, value, channel=0):

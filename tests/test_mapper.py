@@ -77,11 +77,6 @@ def cc(control, value, channel=0):
     return mido.Message("control_change", channel=channel, control=control, value=value)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))  # latents -2..2, default 0
-
-
 def make(model, text, **kw):
     mapping = load_mapping_text(text, model)
     engine = RecordingEngine(model)

@@ -21,7 +21,6 @@ from harmonic_model import rms_dbfs as rms_db  # noqa: E402
 from daemon.engine import Engine  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 SR = 44100
@@ -34,11 +33,6 @@ MAPPING = (
     "  - {cc: 21, neuron: 2, range: [-2, 2]}\n"
     "  - {cc: 7, param: gain, range: [-30, -10]}\n"
 )
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm", sample_rate=SR))
 
 
 @pytest.fixture()

@@ -14,21 +14,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.modulation import lfo_wave  # noqa: E402
 
 SR = 44100
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm", sample_rate=SR))
 
 
 def rig(model, text):

@@ -12,21 +12,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder, cents, measure_f0, midi_to_hz  # noqa: E402
+from harmonic_model import cents, measure_f0, midi_to_hz  # noqa: E402
 
 from daemon.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 
 SR = 44100
 MPE = "mpe: {zone: lower}\nnotes: {pitch_mode: transpose, polyphony: 4}\nparams: {attack: 5, release: 50}\n"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm", sample_rate=SR))
 
 
 def bend(ch, value):

@@ -20,12 +20,10 @@ from pythonosc.osc_packet import OscPacket
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.engine import Engine  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import MappingError, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.osc import OscServer  # noqa: E402
 
 SR = 44100
@@ -37,11 +35,6 @@ def msg(address, *args):
     for a in args:
         b.add_arg(a)
     return b.build().dgram
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm", sample_rate=SR))
 
 
 @pytest.fixture()

@@ -12,17 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.render import render_midi  # noqa: E402
 
 SR = 48000
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 def _song(path: Path, seconds: float = 4.0, bpm: float = 120.0) -> Path:

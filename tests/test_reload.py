@@ -14,24 +14,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 from test_mapper import RecordingEngine  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.reload import MappingReloader  # noqa: E402
 from daemon.runtime import ProgramSwitcher  # noqa: E402
 
 GOOD_A = "takeover: jump\ncontrols:\n  - {cc: 1, neuron: 0}\n"
 GOOD_B = "# edited live\ntakeover: jump\ncontrols:\n  - {cc: 2, neuron: 3, range: [0, 1]}\n"
 BAD = "takeover: jump\ncontrols:\n  - {cc: 2, neuron: 99}\n"
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm"))
 
 
 @pytest.fixture()

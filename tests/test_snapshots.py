@@ -12,13 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
 from daemon.mapper import Mapper  # noqa: E402
 from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
 from daemon.snapshots import apply_snapshot_to_yaml, write_snapshot  # noqa: E402
 
 SR = 44100
@@ -38,11 +36,6 @@ snapshots:
 controls:
   - {cc: 21, neuron: 2, range: [-2, 2], takeover: jump}
 """
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return DecoderModel(build_harmonic_decoder(tmp_path_factory.mktemp("model") / "hm", sample_rate=SR))
 
 
 def rig(model, text=MAPPING):
