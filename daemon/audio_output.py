@@ -105,6 +105,18 @@ def _sd():
     return sd
 
 
+def rescan_devices() -> None:
+    """Make PortAudio enumerate the devices again (it does so only when initialised):
+    an audio server started after this process first looked is then found. Only for a
+    process with no open stream. Never raises."""
+    try:
+        sd = _sd()
+        sd._terminate()
+        sd._initialize()
+    except Exception:
+        pass
+
+
 def _hostapi_name(sd, dev: dict) -> str:
     return sd.query_hostapis(dev["hostapi"])["name"]
 
@@ -270,12 +282,16 @@ class AudioOutput:
             return 0.0
 
     @property
-    def active(self) -> bool:
+    def stream_lost(self) -> bool:
+        """True when the started stream stopped without being asked to: the audio server
+        went away. PortAudio's JACK host API marks the stream inactive within about
+        0.1 s of the server's death (its shutdown callback), long before a watchdog on
+        the callback count could tell; the stream must then not be touched again."""
         s = self._stream
         try:
-            return bool(s is not None and s.active)
+            return bool(s is not None and not s.active and not s.stopped)
         except Exception:
-            return False
+            return True
 
     @property
     def output_latency(self) -> float:

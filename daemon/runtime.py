@@ -51,6 +51,8 @@ EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 
 #: The control loop polls the mapping file this often (hot reload within a second).
 RELOAD_POLL_S = 0.25
+DEVICE_WAIT_S = 10.0  # a restarted instrument waits this long for its device (then exit 75)
+DEVICE_POLL_S = 0.2
 
 #: The model and mapping played without --model/--mapping: the performer's own copy named
 #: ``default`` when there is one, else the shipped one (installed package or checkout);
@@ -275,9 +277,14 @@ class Instrument:
             now = time.monotonic()
             if now < next_tick:
                 continue
-            # Every RELOAD_POLL_S: the mapping file (hot reload within a second).
+            # Every RELOAD_POLL_S: the stream (a dead audio server is seen here within a
+            # quarter second; the callback-count watchdog below is the fallback) and the
+            # mapping file (hot reload within a second).
             next_tick = now + RELOAD_POLL_S
             ticks += 1
+            if audio.stream_lost:
+                log.error("audio stream lost (the audio server went away); exiting for a restart")
+                return EXIT_WATCHDOG
             self._reload(forced=False)
             if ticks % 4:
                 continue
@@ -417,6 +424,29 @@ def startup_failed(exc: BaseException, logger: logging.Logger = log) -> None:
     logger.debug("start-up traceback", exc_info=exc)
 
 
+def _wait_for_device(device, inst, wait_s: float | None = None) -> bool:
+    """A restarted instrument waits here for its audio device (the audio server coming
+    back) instead of exiting at once: the check is cheap (PortAudio re-scanned every
+    ``DEVICE_POLL_S``), while a new process costs its whole start-up (about a second).
+    False after ``wait_s`` (default ``DEVICE_WAIT_S``) without one, or when asked to stop."""
+    from daemon.audio_output import find_output_device, rescan_devices
+
+    deadline = time.monotonic() + (DEVICE_WAIT_S if wait_s is None else wait_s)
+    said = False
+    while True:
+        try:
+            find_output_device(device)
+            return True
+        except DeviceError as exc:
+            if not said:
+                log.warning("%s; waiting for it (up to %.0f s)", exc, DEVICE_WAIT_S)
+                said = True
+        if inst.stop_requested or time.monotonic() >= deadline:
+            return False
+        time.sleep(DEVICE_POLL_S)
+        rescan_devices()
+
+
 def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) -> int:
     """Run the instrument until SIGINT/SIGTERM; return the process exit code.
 
@@ -436,6 +466,8 @@ def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) ->
         link.start_watcher(on_stop=inst.request_stop, on_reload=inst.request_reload,
                            on_gone=inst.on_supervisor_gone)
     try:
+        if after_sound and not _wait_for_device(opts.device, inst):
+            return EXIT_WATCHDOG
         inst.build()
         if inst.stop_requested:
             return EXIT_OK
