@@ -10,6 +10,11 @@ Threads in the instrument process
   ``engine.render`` per block (``canne effect``: a duplex stream; the input block is
   copied and ``EffectEngine.process`` turns it into the output block). Nothing else
   happens there.
+- **audio-render** (``canne run``; idle until used): renders ``engine.render`` into a
+  ring ahead of the audio thread, which then only copies
+  (:class:`daemon.audio_output.AudioOutput`, "Render ahead"): from the start with
+  ``--render-ahead N``, or with the default ``auto`` once the audio dropped out
+  ``AUTO_AHEAD_XRUNS`` times within a second (then ``AUTO_AHEAD_FRAMES`` ahead).
 - **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
   Python runs there (the control loop pumps them out every 2 ms).
 - **OSC** (``daemon.osc``, when asked): no thread of its own; its UDP socket
@@ -51,6 +56,8 @@ EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 
 #: The control loop polls the mapping file this often (hot reload within a second).
 RELOAD_POLL_S = 0.25
+AUTO_AHEAD_FRAMES = 768  # --render-ahead auto: three 256-frame periods, 16 ms at 48 kHz
+AUTO_AHEAD_XRUNS = 3  # ... switched to after this many xruns within one second
 DEVICE_WAIT_S = 10.0  # a restarted instrument waits this long for its device (then exit 75)
 DEVICE_POLL_S = 0.2
 
@@ -75,6 +82,9 @@ class RunOptions:
     blocksize: int = 0
     latency: str | float = "low"
     polyphony: int | None = None
+    # frames rendered ahead of the audio callback by a thread (0: in it); "auto": in it
+    # until the audio drops out repeatedly, then AUTO_AHEAD_FRAMES ahead
+    render_ahead: int | str = "auto"
     status: bool = False
     watchdog_s: float = 2.0
     fade_s: float = 0.05
@@ -136,6 +146,8 @@ class Instrument:
             latency=opts.latency,
             fade_s=opts.fade_s,
             input_channels=1 if opts.effect else 0,
+            ahead=0 if opts.render_ahead == "auto" else int(opts.render_ahead),
+            auto_ahead=AUTO_AHEAD_FRAMES if opts.render_ahead == "auto" else 0,
         )
         if opts.effect:
             self._build_effect(model, mapping)
@@ -257,6 +269,7 @@ class Instrument:
         tick = getattr(mapper, "tick", None)  # LFOs (daemon.modulation)
         next_tick = time.monotonic() + RELOAD_POLL_S
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
+        last_xruns = audio.counters.xruns
         ticks = 0
         while not self.stop_requested:
             time.sleep(period)
@@ -292,6 +305,12 @@ class Instrument:
             midi.poll()
             self._heartbeat(b"H")
             cb = audio.counters.callbacks
+            xr = audio.counters.xruns
+            if xr - last_xruns >= AUTO_AHEAD_XRUNS and audio.request_ahead():
+                log.warning("audio: %d dropouts in the last second; rendering %d frames ahead from "
+                            "now on (+%.0f ms latency; --render-ahead 0 keeps the lowest latency)",
+                            xr - last_xruns, audio.auto_ahead, 1e3 * audio.auto_ahead / audio.samplerate)
+            last_xruns = xr
             if cb != last_callbacks:
                 last_callbacks, last_advance = cb, now
             elif now - last_advance > self.opts.watchdog_s:
@@ -333,7 +352,7 @@ class Instrument:
                else f"{100 * self.audio.cpu_load:4.1f}%")
         return (
             f"voices {voices if voices is not None else '-'} | cpu {cpu} | "
-            f"xruns {a.xruns} | underruns {a.underruns} | midi {self.midi.counters.received} "
+            f"xruns {a.xruns} | underruns {a.underruns + a.late} | midi {self.midi.counters.received} "
             f"(dropped {self.midi.counters.dropped}) | z {zs}"
         )
 
