@@ -17,7 +17,7 @@ are held (dropouts), non-finite samples and peak |y|, voices and the engine's CP
 figure (status line), MIDI received/dropped. Prints the figures; ``--append`` writes
 them into the "Overload" section of BENCHMARKS.md.
 
-    python benchmarks/flood.py [--seconds 60] [--storm-seconds 10] [--polyphony 64] [--append]
+    python benchmarks/flood.py [--seconds 60] [--storm-seconds 10] [--polyphony 64] [--render-ahead auto] [--append]
 """
 
 from __future__ import annotations
@@ -286,6 +286,9 @@ def phase(flood: FloodClient, daemon: Daemon, server: JackServer, note_rate: flo
         "late": late, "silent_periods": silent, "silent_pct": 100.0 * silent / max(cycles, 1),
         "nonfinite": int(np.count_nonzero(~np.isfinite(y))), "peak": float(np.max(np.abs(np.nan_to_num(y)))),
         "instrument_xruns": (during[-1][3] - xr_before) if during else -1,
+        # blocks played as silence by the instrument: no source, a failed render, or (render
+        # ahead) a block the producer had not filled in time
+        "instrument_underruns": (during[-1][4] - (before[-1][4] if before else 0)) if during else -1,
         "voices_max": max((r[0] for r in during), default=-1),
         "cpu_mean": float(np.mean([r[1] for r in during])) if during else float("nan"),
         "cpu_hop_max": max((r[2] for r in during), default=-1),
@@ -308,6 +311,7 @@ def main() -> int:
     ap.add_argument("--storm-notes-per-s", type=float, default=10000.0)
     ap.add_argument("--baseline-seconds", type=float, default=20.0, help="held notes only, no flood")
     ap.add_argument("--polyphony", type=int, default=64)
+    ap.add_argument("--render-ahead", default="auto", help="canne run --render-ahead (auto or frames; default auto)")
     ap.add_argument("--append", action="store_true", help="write the figures into BENCHMARKS.md (Overload)")
     args = ap.parse_args()
     server = JackServer(f"canne-flood-{os.getpid()}", period=PERIOD)
@@ -318,7 +322,8 @@ def main() -> int:
                                                                               "takeover: jump"))
     flood = FloodClient(server, args.baseline_seconds + args.seconds + args.storm_seconds + 60)
     daemon = Daemon(["run", "--mapping", str(mapping), "--midi-in", "flood", "--status",
-                     "--polyphony", str(args.polyphony)], env=server.env, cwd=REPO)
+                     "--polyphony", str(args.polyphony), "--render-ahead", str(args.render_ahead)],
+                    env=server.env, cwd=REPO)
     load0 = os.getloadavg()
     alone = [engine_alone(r, args.cc_per_s, args.polyphony) for r in (args.notes_per_s, args.storm_notes_per_s)]
     for a in alone:
@@ -373,7 +378,7 @@ def _append(results, alone, args, ref_db, load0, load1, restarts, midi) -> None:
     text = path.read_text()
     lines = [
         f"`python benchmarks/flood.py --baseline-seconds {args.baseline_seconds:g} --seconds {args.seconds:g} "
-        f"--storm-seconds {args.storm_seconds:g} --polyphony {args.polyphony}` ({time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPU, "
+        f"--storm-seconds {args.storm_seconds:g} --polyphony {args.polyphony} --render-ahead {args.render_ahead}` ({time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPU, "
         f"load average {load0[0]:.1f} → {load1[0]:.1f}: a shared machine, not a quiet one; jackd dummy "
         f"48 kHz / {PERIOD} frames, no realtime): models/default, 8 notes held, MIDI sent from a JACK "
         f"process callback; engine budget {NOTE_EVENTS_PER_HOP} note events ({NOTE_ONS_PER_HOP} note-ons) per "
@@ -417,7 +422,7 @@ def _append(results, alone, args, ref_db, load0, load1, restarts, midi) -> None:
         end = len(text) if nxt < 0 else nxt + 1
         section = text[start:end]
         parts = section.split(mark)
-        keep = [parts[0]] + [mark + b for b in parts[1:] if f"--polyphony {args.polyphony}`" not in b.split("\n", 1)[0]]
+        keep = [parts[0]] + [mark + b for b in parts[1:] if f"--polyphony {args.polyphony} --render-ahead {args.render_ahead}`" not in b.split("\n", 1)[0]]
         section = "".join(keep).rstrip("\n") + "\n\n" + block
         text = text[:start] + section + ("\n" + text[end:] if nxt >= 0 else "")
     path.write_text(text)

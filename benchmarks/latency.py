@@ -88,13 +88,13 @@ class Probe:
         self.client.close()
 
 
-def measure(model: str, trials: int, label: str, mapping: Path) -> dict:
+def measure(model: str, trials: int, label: str, mapping: Path, ahead: int = 0) -> dict:
     server = JackServer(f"canne-lat-{os.getpid()}", period=PERIOD)
     server.start()
     os.environ.update({k: v for k, v in server.env.items() if k.startswith("JACK_")})
     probe = Probe(server)
     daemon = Daemon(["run", "--model", model, "--mapping", str(mapping), "--midi-in", "lat-probe",
-                     "--log-level", "WARNING"], env=server.env, cwd=REPO)
+                     "--log-level", "WARNING", "--render-ahead", str(ahead)], env=server.env, cwd=REPO)
     lat = []
     skipped = 0
     try:
@@ -127,6 +127,7 @@ def measure(model: str, trials: int, label: str, mapping: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--render-ahead", default="auto", help="canne run --render-ahead (auto or frames; default auto)")
     ap.add_argument("--append", action="store_true", help="append the figures to BENCHMARKS.md (Daemon)")
     args = ap.parse_args()
     from harmonic_model import build_harmonic_decoder
@@ -139,8 +140,10 @@ def main() -> int:
     rows = []
     for model, label, hop, sr in ((str(REPO / "models" / "default"), "4096/1024 (models/default)", 1024, 44100),
                                   (str(low), "1024/256 (harmonic test decoder)", 256, 44100)):
-        r = measure(model, args.trials, label, mapping)
+        r = measure(model, args.trials, label, mapping, args.render_ahead)
         r["target"] = 1e3 * (PERIOD / RATE + hop / sr)
+        if args.render_ahead:
+            label = r["label"] = f"{label}, render ahead {args.render_ahead}"
         rows.append(r)
         print(f"{label}: n={r['n']} min {r['min']:.1f} ms, median {r['median']:.1f} ms, "
               f"p95 {r['p95']:.1f} ms, max {r['max']:.1f} ms (block + hop = {r['target']:.1f} ms)")

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--gap", type=float, default=5.0)
     ap.add_argument("--model", default=None, help="default: the harmonic test decoder (fast start)")
+    ap.add_argument("--log", default=None, help="write the supervisor's and instrument's log here")
     args = ap.parse_args(argv)
     from harmonic_model import build_harmonic_decoder
 
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
                     print(f"JACK restart {i + 1}: sound back {dt:.2f} s after the server was up", flush=True)
             finally:
                 daemon.kill()
+                if args.log:
+                    Path(args.log).write_text(daemon.log)
                 state["rec"].close()
                 state["sender"].close()
     k, r = np.array(kills), np.array(restarts)

@@ -24,8 +24,23 @@ process callback on JACK). It
 
 Rendering inside the callback gives the lowest latency the engine allows
 (MIDI event → next hop boundary → this block): the engine computes one hop
-(decode + phase + overlap-add) only every ``hop`` samples, well under the
-block's time budget on the default profile.
+(decode + phase + overlap-add) only every ``hop`` samples, and that hop must be
+done within the one block (period) that asks for it.
+
+Render ahead (``ahead`` > 0 frames): a producer thread (``audio-render``) keeps a
+ring of up to ``ahead`` rendered frames in front of the callback, rendering in
+``chunk``-frame calls; the callback then only copies. A hop may take as long as
+``ahead - chunk`` frames instead of one period, at the price of ``ahead`` frames
+of added latency. The callback never waits for the producer: frames that are not
+there yet play as silence and count in ``late``. Not with the duplex stream (the
+effect renders from the input block it is given).
+
+``auto_ahead`` > 0: start rendering in the callback (lowest latency) and switch to
+rendering ``auto_ahead`` frames ahead once the control side calls
+:meth:`AudioOutput.request_ahead` (the instrument does after repeated xruns). The
+callback makes the switch itself, between two blocks, so the source is never
+rendered by two threads; the first blocks after it play silence while the ring
+fills (one gap of about ``auto_ahead`` frames), then the latency stays higher.
 """
 
 from __future__ import annotations
@@ -105,6 +120,18 @@ def _sd():
     return sd
 
 
+def rescan_devices() -> None:
+    """Make PortAudio enumerate the devices again (it does so only when initialised):
+    an audio server started after this process first looked is then found. Only for a
+    process with no open stream. Never raises."""
+    try:
+        sd = _sd()
+        sd._terminate()
+        sd._initialize()
+    except Exception:
+        pass
+
+
 def _hostapi_name(sd, dev: dict) -> str:
     return sd.query_hostapis(dev["hostapi"])["name"]
 
@@ -180,10 +207,10 @@ class AudioCounters:
     """Plain integers updated by the audio callback only."""
 
     callbacks: int = 0
-    frames: int = 0
     xruns: int = 0  # PortAudio reported output underflow (the server missed us)
     underruns: int = 0  # nothing to play: no source or render failed → silence
     nonfinite: int = 0  # blocks that were not finite → silence
+    late: int = 0  # render ahead: blocks the producer had not filled in time (silence)
 
 
 class AudioOutput:
@@ -216,6 +243,9 @@ class AudioOutput:
         channels: int = 2,
         fade_s: float = 0.05,
         input_channels: int = 0,
+        ahead: int = 0,
+        chunk: int = 256,
+        auto_ahead: int = 0,
     ) -> None:
         self.device = find_output_device(device)
         # duplex (the ANNe effect): one input channel read beside the output, same callback
@@ -233,11 +263,26 @@ class AudioOutput:
         self._render = render
         self._buf = np.zeros(MAX_FRAMES, dtype=np.float32)
         self._ramp = np.zeros(MAX_FRAMES, dtype=np.float32)
+        self._fade = np.zeros(MAX_FRAMES, dtype=np.float32)
         self._idx = np.arange(1, MAX_FRAMES + 1, dtype=np.float32)
         self._step = 1.0 / max(1.0, fade_s * self.samplerate)
         self._gain = 0.0  # start muted
         self._target = 0.0
         self._stream = None
+        # render ahead (not for the duplex stream): a ring the producer fills, the callback reads
+        self.ahead = 0 if self.input_channels else max(0, int(ahead))
+        self.auto_ahead = 0 if self.input_channels or self.ahead else max(0, int(auto_ahead))
+        self._switch_to = 0  # set by request_ahead, taken up by the callback
+        self.chunk = max(1, min(int(chunk), MAX_FRAMES))
+        if self.ahead or self.auto_ahead:
+            cap = 1 << (max(self.ahead, self.auto_ahead) + self.chunk + MAX_FRAMES).bit_length()
+            self._ring = np.zeros(cap, dtype=np.float32)
+            self._chunk_buf = np.zeros(self.chunk, dtype=np.float32)
+        self._written = 0  # frames the producer has put in the ring (it alone writes this)
+        self._read = 0  # frames the callback has taken (it alone writes this)
+        self._wake = threading.Event()
+        self._producer = None
+        self._producing = False
 
     # -- control side ---------------------------------------------------------
     def set_source(self, render: Callable | None) -> None:
@@ -270,12 +315,16 @@ class AudioOutput:
             return 0.0
 
     @property
-    def active(self) -> bool:
+    def stream_lost(self) -> bool:
+        """True when the started stream stopped without being asked to: the audio server
+        went away. PortAudio's JACK host API marks the stream inactive within about
+        0.1 s of the server's death (its shutdown callback), long before a watchdog on
+        the callback count could tell; the stream must then not be touched again."""
         s = self._stream
         try:
-            return bool(s is not None and s.active)
+            return bool(s is not None and not s.active and not s.stopped)
         except Exception:
-            return False
+            return True
 
     @property
     def output_latency(self) -> float:
@@ -285,9 +334,65 @@ class AudioOutput:
         except Exception:
             return 0.0
 
+    # -- render ahead: the producer thread --------------------------------------------
+    def request_ahead(self) -> bool:
+        """Switch to rendering ``auto_ahead`` frames ahead (control side; the callback
+        switches between two blocks). False when there is nothing to switch to."""
+        if not self.auto_ahead or self.ahead or self._switch_to:
+            return False
+        self._switch_to = self.auto_ahead
+        return True
+
+    def _fill_once(self) -> bool:
+        """Render one chunk into the ring if it holds less than ``ahead`` frames."""
+        if not self.ahead or self._written - self._read >= self.ahead:
+            return False
+        buf = self._chunk_buf
+        render = self._render
+        if render is None:
+            buf.fill(0)
+        else:
+            try:
+                render(self.chunk, out=buf)
+            except Exception as exc:  # played as silence, reported by the control loop
+                buf.fill(0)
+                self.counters.underruns += 1
+                self.last_error = repr(exc)
+        ring, cap = self._ring, len(self._ring)
+        i = self._written % cap
+        k = min(self.chunk, cap - i)
+        ring[i:i + k] = buf[:k]
+        if k < self.chunk:
+            ring[:self.chunk - k] = buf[k:]
+        self._written += self.chunk  # published after the samples are in place
+        return True
+
+    def _produce(self) -> None:
+        period = max(0.0005, 0.25 * self.chunk / self.samplerate)
+        while self._producing:
+            if not self._fill_once():
+                self._wake.wait(period)
+                self._wake.clear()
+
+    def _start_producer(self) -> None:
+        self._producing = True
+        while self._fill_once():  # prefill: the first blocks are there before the stream runs
+            pass
+        self._producer = threading.Thread(target=self._produce, name="audio-render", daemon=True)
+        self._producer.start()
+
+    def _stop_producer(self) -> None:
+        self._producing = False
+        self._wake.set()
+        t, self._producer = self._producer, None
+        if t is not None:
+            t.join(1.0)
+
     def start(self, *, fade_in: bool = True) -> None:
         """Open and start the stream (muted), then fade in."""
         sd = _sd()
+        if self.ahead or self.auto_ahead:
+            self._start_producer()
         try:
             if self.input_channels:
                 self._stream = sd.Stream(
@@ -326,6 +431,7 @@ class AudioOutput:
         finish within ``timeout`` s (the caller should then exit the process).
         """
         stream, self._stream = self._stream, None
+        self._stop_producer()
         if stream is None:
             return True
         done = threading.Event()
@@ -351,10 +457,38 @@ class AudioOutput:
             self.input[:frames] = indata[:, 0]
         self._callback(outdata, frames, time_info, status)
 
+    def _fade_to_zero(self, x: np.ndarray, gain: float) -> None:
+        """Ramp ``x`` from ``gain`` down to silence over its length (declick a cut)."""
+        n = len(x)
+        if n:
+            ramp = self._fade[:n]
+            np.multiply(self._idx[:n], -gain / n, out=ramp)
+            ramp += gain
+            x *= ramp
+
+    def _take(self, buf: np.ndarray, frames: int) -> bool:
+        """Render ahead: copy ``frames`` from the ring; False (and the frames that are
+        there faded out, silence after them) when the producer is late: nothing is lost,
+        the next block goes on from where this one stopped."""
+        ring, cap = self._ring, len(self._ring)
+        have = min(frames, self._written - self._read)
+        i = self._read % cap
+        k = min(have, cap - i)
+        buf[:k] = ring[i:i + k]
+        if k < have:
+            buf[k:have] = ring[:have - k]
+        self._read += have
+        self._wake.set()
+        if have == frames:
+            return True
+        self._fade_to_zero(buf[:have], 1.0)
+        buf[have:].fill(0)
+        self.counters.late += 1
+        return False
+
     def _callback(self, outdata, frames, time_info, status) -> None:  # noqa: ARG002
         c = self.counters
         c.callbacks += 1
-        c.frames += frames
         if status and status.output_underflow:
             c.xruns += 1
         if frames > MAX_FRAMES:  # hosts never ask this much; stay safe, play silence
@@ -366,21 +500,33 @@ class AudioOutput:
         if gain <= 0.0 and target <= 0.0:
             outdata.fill(0)
             return
-        render = self._render
-        if render is None:
-            buf.fill(0)
-            c.underruns += 1
+        cut = False  # this block ends in a gap: fade it out, fade back in after the gap
+        if self.ahead:
+            cut = not self._take(buf, frames)
         else:
-            try:
-                render(frames, out=buf)
-            except Exception as exc:  # never raise into PortAudio
+            render = self._render
+            if render is None:
                 buf.fill(0)
                 c.underruns += 1
-                self.last_error = repr(exc)
+            else:
+                try:
+                    render(frames, out=buf)
+                except Exception as exc:  # never raise into PortAudio
+                    buf.fill(0)
+                    c.underruns += 1
+                    self.last_error = repr(exc)
+            if self._switch_to:  # render ahead from now on (request_ahead): after this
+                self.ahead = self._switch_to  # block's own render, so never two renderers
+                self._wake.set()
+                self._fade_to_zero(buf, 1.0)  # the ring fills meanwhile: a declicked gap
+                cut = True
         if not np.isfinite(np.dot(buf, buf)):
             buf.fill(0)
             c.nonfinite += 1
-        if gain != target:
+        if cut:
+            buf *= gain
+            self._gain = 0.0  # the fade back in (to target) starts with the next sound
+        elif gain != target:
             ramp = self._ramp[:frames]
             step = self._step if target > gain else -self._step
             np.multiply(self._idx[:frames], step, out=ramp)

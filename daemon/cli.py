@@ -43,6 +43,10 @@ def _latency(text: str):
     return value
 
 
+def _ahead(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -116,6 +120,12 @@ def add_run_parser(sub) -> None:
                    help="run the instrument in this process; on audio failure exit 75 (for systemd Restart=on-failure)")
     p.add_argument("--watchdog", type=float, default=2.0, metavar="SECONDS",
                    help="restart audio when no callback came for this long (default: %(default)s)")
+    p.add_argument("--render-ahead", type=_ahead, default="auto", metavar="auto|FRAMES",
+                   help="render FRAMES ahead of the audio callback on a thread of its own: a hop may "
+                        "then take that long instead of one period (no dropouts under load or MIDI "
+                        "floods) for that much more latency; 0: always in the callback (lowest "
+                        "latency); auto: in the callback until the audio drops out 3 times within a "
+                        "second, then 768 frames ahead (default: %(default)s; docs/daemon.md)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # started by the supervisor
     p.set_defaults(func=cmd_run)
 
@@ -189,6 +199,7 @@ def _run_options(args):
         polyphony=args.polyphony,
         status=args.status,
         watchdog_s=args.watchdog,
+        render_ahead=getattr(args, "render_ahead", 0),  # canne effect: none (duplex)
         osc_port=args.osc_port,
         osc_host=args.osc_host,
         effect=bool(getattr(args, "effect", False)),

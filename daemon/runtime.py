@@ -10,6 +10,11 @@ Threads in the instrument process
   ``engine.render`` per block (``canne effect``: a duplex stream; the input block is
   copied and ``EffectEngine.process`` turns it into the output block). Nothing else
   happens there.
+- **audio-render** (``canne run``; idle until used): renders ``engine.render`` into a
+  ring ahead of the audio thread, which then only copies
+  (:class:`daemon.audio_output.AudioOutput`, "Render ahead"): from the start with
+  ``--render-ahead N``, or with the default ``auto`` once the audio dropped out
+  ``AUTO_AHEAD_XRUNS`` times within a second (then ``AUTO_AHEAD_FRAMES`` ahead).
 - **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
   Python runs there (the control loop pumps them out every 2 ms).
 - **OSC** (``daemon.osc``, when asked): no thread of its own; its UDP socket
@@ -66,6 +71,10 @@ EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 
 #: The control loop polls the mapping file this often (hot reload within a second).
 RELOAD_POLL_S = 0.25
+AUTO_AHEAD_FRAMES = 768  # --render-ahead auto: three 256-frame periods, 16 ms at 48 kHz
+AUTO_AHEAD_XRUNS = 3  # ... switched to after this many xruns within one second
+DEVICE_WAIT_S = 10.0  # a restarted instrument waits this long for its device (then exit 75)
+DEVICE_POLL_S = 0.2
 
 #: The model and mapping played without --model/--mapping: the performer's own copy named
 #: ``default`` when there is one, else the shipped one (installed package or checkout);
@@ -88,6 +97,9 @@ class RunOptions:
     blocksize: int = 0
     latency: str | float = "low"
     polyphony: int | None = None
+    # frames rendered ahead of the audio callback by a thread (0: in it); "auto": in it
+    # until the audio drops out repeatedly, then AUTO_AHEAD_FRAMES ahead
+    render_ahead: int | str = "auto"
     status: bool = False
     watchdog_s: float = 2.0
     fade_s: float = 0.05
@@ -150,6 +162,8 @@ class Instrument:
             latency=opts.latency,
             fade_s=opts.fade_s,
             input_channels=1 if opts.effect else 0,
+            ahead=0 if opts.render_ahead == "auto" else int(opts.render_ahead),
+            auto_ahead=AUTO_AHEAD_FRAMES if opts.render_ahead == "auto" else 0,
         )
         if opts.effect:
             self._build_effect(model, mapping)
@@ -273,6 +287,7 @@ class Instrument:
         tick = getattr(mapper, "tick", None)  # LFOs (daemon.modulation)
         next_tick = time.monotonic() + RELOAD_POLL_S
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
+        last_xruns = audio.counters.xruns
         ticks = 0
         while not self.stop_requested:
             time.sleep(period)
@@ -293,9 +308,14 @@ class Instrument:
             now = time.monotonic()
             if now < next_tick:
                 continue
-            # Every RELOAD_POLL_S: the mapping file (hot reload within a second).
+            # Every RELOAD_POLL_S: the stream (a dead audio server is seen here within a
+            # quarter second; the callback-count watchdog below is the fallback) and the
+            # mapping file (hot reload within a second).
             next_tick = now + RELOAD_POLL_S
             ticks += 1
+            if audio.stream_lost:
+                log.error("audio stream lost (the audio server went away); exiting for a restart")
+                return EXIT_WATCHDOG
             self._reload(forced=False)
             if ticks % 4:
                 continue
@@ -303,6 +323,12 @@ class Instrument:
             midi.poll()
             self._heartbeat(b"H")
             cb = audio.counters.callbacks
+            xr = audio.counters.xruns
+            if xr - last_xruns >= AUTO_AHEAD_XRUNS and audio.request_ahead():
+                log.warning("audio: %d dropouts in the last second; rendering %d frames ahead from "
+                            "now on (+%.0f ms latency; --render-ahead 0 keeps the lowest latency)",
+                            xr - last_xruns, audio.auto_ahead, 1e3 * audio.auto_ahead / audio.samplerate)
+            last_xruns = xr
             if cb != last_callbacks:
                 last_callbacks, last_advance = cb, now
             elif now - last_advance > self.opts.watchdog_s:
@@ -344,7 +370,7 @@ class Instrument:
                else f"{100 * self.audio.cpu_load:4.1f}%")
         return (
             f"voices {voices if voices is not None else '-'} | cpu {cpu} | "
-            f"xruns {a.xruns} | underruns {a.underruns} | midi {self.midi.counters.received} "
+            f"xruns {a.xruns} | underruns {a.underruns + a.late} | midi {self.midi.counters.received} "
             f"(dropped {self.midi.counters.dropped}) | z {zs}"
         )
 
@@ -563,6 +589,29 @@ def startup_failed(exc: BaseException, logger: logging.Logger = log) -> None:
     logger.debug("start-up traceback", exc_info=exc)
 
 
+def _wait_for_device(device, inst, wait_s: float | None = None) -> bool:
+    """A restarted instrument waits here for its audio device (the audio server coming
+    back) instead of exiting at once: the check is cheap (PortAudio re-scanned every
+    ``DEVICE_POLL_S``), while a new process costs its whole start-up (about a second).
+    False after ``wait_s`` (default ``DEVICE_WAIT_S``) without one, or when asked to stop."""
+    from daemon.audio_output import find_output_device, rescan_devices
+
+    deadline = time.monotonic() + (DEVICE_WAIT_S if wait_s is None else wait_s)
+    said = False
+    while True:
+        try:
+            find_output_device(device)
+            return True
+        except DeviceError as exc:
+            if not said:
+                log.warning("%s; waiting for it (up to %.0f s)", exc, DEVICE_WAIT_S)
+                said = True
+        if inst.stop_requested or time.monotonic() >= deadline:
+            return False
+        time.sleep(DEVICE_POLL_S)
+        rescan_devices()
+
+
 def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) -> int:
     """Run the instrument until SIGINT/SIGTERM; return the process exit code.
 
@@ -582,6 +631,8 @@ def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) ->
         link.start_watcher(on_stop=inst.request_stop, on_reload=inst.request_reload,
                            on_gone=inst.on_supervisor_gone)
     try:
+        if after_sound and not _wait_for_device(opts.device, inst):
+            return EXIT_WATCHDOG
         inst.build()
         if inst.stop_requested:
             return EXIT_OK

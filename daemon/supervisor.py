@@ -26,11 +26,13 @@ The supervisor
 - SIGKILLs the child when the callback count has not advanced for
   ``watchdog_s`` + 1 s after it was ready, or when it is not ready within
   ``startup_timeout_s`` (a PortAudio call hung on a dead server);
-- restarts it after any exit but a clean one or a configuration error, after
-  a delay of 0.5 s that doubles for each crash that follows a short run (up to
-  ``max_backoff_s``) and goes back to 0.5 s once a child has played for
-  ``healthy_reset_s`` (3 s): crashes separated by seconds of good audio
-  never wait long;
+- restarts it after any exit but a clean one or a configuration error. The rule
+  for the delay: 0.1 s, doubled for each crash that follows a short run (up to
+  ``max_backoff_s``), back to 0.1 s once a child has played for
+  ``healthy_reset_s`` (3 s), so crashes separated by seconds of good audio never
+  wait long; an exit for a lost audio server (status 75) always restarts after
+  0.1 s and does not grow the delay (the new child waits in-process, up to 10 s,
+  for the server to come back, which is cheaper than a new process);
 - never restarts exit status 2 (a configuration or environment error: bad
   model or mapping, no audio device, PortAudio missing): it exits 2, and the
   child's one error line stays the last thing printed. A child restarted
@@ -90,7 +92,7 @@ class Supervisor:
         *,
         watchdog_s: float = 2.0,
         startup_timeout_s: float = 20.0,
-        min_backoff_s: float = 0.5,
+        min_backoff_s: float = 0.1,
         max_backoff_s: float = 8.0,
         healthy_reset_s: float = 3.0,
         max_failed_starts: int = 3,
@@ -264,7 +266,9 @@ class Supervisor:
                     log.error("instrument failed to start %d times (last exit status %s); giving up",
                               failed_starts, code)
                     return 1
-            if healthy_s >= self.healthy_reset_s:
+            # The audio server went away (75): not a crash of ours; the next child waits
+            # for the server itself, so it starts at once and the delay does not grow.
+            if healthy_s >= self.healthy_reset_s or code == EXIT_RETRY:
                 backoff = self.min_backoff_s
             self.restarts += 1
             log.warning("instrument exited with code %s after %.1f s of sound; restart %d in %.1f s",
@@ -274,7 +278,8 @@ class Supervisor:
                 time.sleep(0.05)
             if self.stopping:
                 return 0
-            backoff = min(self.max_backoff_s, backoff * 2.0)
+            if code != EXIT_RETRY:
+                backoff = min(self.max_backoff_s, backoff * 2.0)
 
 
 def _pump_lines(stream, out: queue.Queue) -> None:

@@ -245,7 +245,7 @@ def test_restart_delay_stays_short_when_crashes_are_seconds_apart(run_supervisor
     wait_for(lambda: len(_starts(state)) >= 4, 40, 0.05, "4 child starts")
     out = _stop(proc)
     assert proc.returncode == 0, out
-    assert _delays(out) == [0.5, 0.5, 0.5], out
+    assert _delays(out) == [0.1, 0.1, 0.1], out
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -255,7 +255,19 @@ def test_restart_delay_doubles_for_a_crash_loop(run_supervisor, platform):
     wait_for(lambda: len(_starts(state)) >= 4, 40, 0.05, "4 child starts")
     out = _stop(proc)
     assert proc.returncode == 0, out
-    assert _delays(out) == [0.5, 1.0, 2.0], out
+    assert _delays(out) == [0.1, 0.2, 0.4], out
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_lost_audio_server_restarts_at_once_and_does_not_grow_the_delay(run_supervisor, platform):
+    """Exit 75 (the audio server went away, or is not back yet) after short runs: the delay
+    stays at its minimum, where crashes after short runs double it."""
+    proc, state = run_supervisor("crash@0.3,device,device,device,ok", platform, max_backoff=8.0,
+                                 healthy_reset=5.0)
+    wait_for(lambda: len(_starts(state)) >= 5, 40, 0.05, "5 child starts")
+    out = _stop(proc)
+    assert proc.returncode == 0, out
+    assert _delays(out) == [0.1, 0.1, 0.1, 0.1], out
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -247,11 +247,17 @@ def test_jack_server_killed_and_restarted_gets_sound_back(rig):
     rig.sender.close()
     n_lines = len(rig.daemon.lines)
     rig.server.kill()
-    rig.daemon.wait_log("exited with code", timeout=20, start=n_lines)  # watchdog → child restart
+    # seen by the stream's state (PortAudio's shutdown callback), not the slower watchdog
+    rig.daemon.wait_log("audio stream lost", timeout=20, start=n_lines)
+    rig.daemon.wait_log("exited with code 75", timeout=20, start=n_lines)
+    # the new child waits in-process for the server instead of exiting again
+    rig.daemon.wait_log("waiting for it", timeout=20, start=n_lines)
     time.sleep(1.0)  # the server is away for a while
     rig.server.start()
     rig.reopen_clients()
     rig.daemon.wait_log("audio:", timeout=60, start=n_lines)
+    exits = [ln for ln in rig.daemon.lines[n_lines:] if "exited with code" in ln]
+    assert len(exits) == 1 and "code 75" in exits[0], rig.daemon.log  # one restart, no retries
     rig.recorder.connect_from("PortAudio", timeout=30)
     wait_for(lambda: any(CTL in ln and "open" in ln for ln in rig.daemon.lines[n_lines:]), 10, 0.1,
              "the MIDI port to be opened by the new instrument")
