@@ -246,6 +246,8 @@ class Mapper:
         ``now`` (seconds, the Mapper's clock by default) times MIDI clock messages."""
         try:
             t = msg.type
+            if t == "note_on" and msg.velocity == 0:
+                t = "note_off"  # MIDI's running-status note-off: the one place it is read so
             if t in _FAST_DROP:
                 self.dropped += 1
                 return
@@ -265,17 +267,12 @@ class Mapper:
                     notes = st.mapping.notes
                     action = st.mapping.snapshots.key_action("note", msg.channel, msg.note)
                     if action is not None:
-                        if msg.velocity > 0:
-                            self._snapshot_action(*action)
+                        self._snapshot_action(*action)
                     elif msg.channel in notes.channels:
-                        if msg.velocity == 0:
-                            self._mpe_off(st, msg.channel, msg.note)
-                            self._engine.note_off(msg.note)
-                        else:
-                            self._mpe_on(st, msg.channel, msg.note)
-                            self._note_on_sources(st, msg.channel, msg.velocity)
-                            vel = 127 if notes.velocity_curve == "fixed" else msg.velocity
-                            self._engine.note_on(msg.note, vel)
+                        self._mpe_on(st, msg.channel, msg.note)
+                        self._note_on_sources(st, msg.channel, msg.velocity)
+                        vel = 127 if notes.velocity_curve == "fixed" else msg.velocity
+                        self._engine.note_on(msg.note, vel)
                 elif t == "note_off":
                     if st.mapping.snapshots.key_action("note", msg.channel, msg.note) is not None:
                         pass  # the release of a snapshot key

@@ -336,8 +336,8 @@ class MidiInput:
     ) -> list[mido.Message]:
         """Pop up to ``max_messages`` raw messages and parse them.
 
-        Invalid bytes are dropped (counted in ``invalid``); ``note_on`` with
-        velocity 0 becomes ``note_off``. When ``coalesce(channel, control)`` is
+        Invalid bytes are dropped (counted in ``invalid``); messages are passed on as
+        sent (a ``note_on`` with velocity 0 is read as a note-off by the Mapper). When ``coalesce(channel, control)`` is
         true for a control change, only the newest value of that controller in
         this batch is kept (absolute knobs under a 1 kHz flood cost one mapping
         call per batch instead of hundreds); relative encoders must return
@@ -356,9 +356,7 @@ class MidiInput:
             except (ValueError, TypeError, IndexError):
                 self.counters.invalid += 1
                 continue
-            if msg.type == "note_on" and msg.velocity == 0:
-                msg = mido.Message("note_off", channel=msg.channel, note=msg.note, velocity=0)
-            elif msg.type == "control_change" and coalesce is not None and coalesce(
+            if msg.type == "control_change" and coalesce is not None and coalesce(
                 msg.channel, msg.control
             ):
                 key = (msg.channel, msg.control)

@@ -17,11 +17,12 @@ def _fed(raw: list[list[int]], maxlen: int = 4096) -> MidiInput:
     return m
 
 
-def test_drain_parses_and_turns_note_on_velocity_0_into_note_off():
+def test_drain_parses_messages_as_sent():
     m = _fed([[0x90, 60, 100], [0x90, 60, 0], [0xB3, 21, 64], [0xE0, 0, 64]])
     msgs = m.drain()
-    assert [x.type for x in msgs] == ["note_on", "note_off", "control_change", "pitchwheel"]
-    assert msgs[1].note == 60 and msgs[2].channel == 3 and msgs[2].value == 64
+    assert [x.type for x in msgs] == ["note_on", "note_on", "control_change", "pitchwheel"]
+    assert msgs[1].note == 60 and msgs[1].velocity == 0  # a note-off to the Mapper, not here
+    assert msgs[2].channel == 3 and msgs[2].value == 64
     assert not m.queue
 
 
