@@ -20,23 +20,12 @@ cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
 VENV="${CANNE_VENV:-.venv}"
 
-if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  APT_PACKAGES="libportaudio2"
-  # Debian's Python has venv/ensurepip in a separate package.
-  if ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
-    APT_PACKAGES="$APT_PACKAGES python3-venv"
-  fi
-  missing=""
-  for p in $APT_PACKAGES; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-  done
-  if [ -n "$missing" ]; then
-    echo "run.sh: installing system packages:$missing" >&2
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
-  fi
+APT_PACKAGES="libportaudio2"
+# Debian's Python has venv/ensurepip in a separate package.
+if ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
+  APT_PACKAGES="$APT_PACKAGES python3-venv"
 fi
+bash .ci/apt-install.sh $APT_PACKAGES
 
 if [ ! -x "$VENV/bin/python" ] && [ ! -x "$VENV/Scripts/python.exe" ]; then
   echo "run.sh: creating the virtual environment $VENV" >&2
@@ -57,4 +46,4 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 fi
 
-exec "$VPY" -m daemon.cli run "$@"
+exec "$VPY" -m daemon.app.cli run "$@"

@@ -57,7 +57,7 @@ def midi_to_hz(n):
 
 
 def render(model, notes, z, sr=SR, seconds=RENDER_S):
-    from daemon.engine import Engine
+    from daemon.core.engine import Engine
 
     eng = Engine(model, sample_rate=sr, polyphony=max(4, len(notes)), max_polyphony=8)
     eng.set_latents(np.asarray(z, dtype=np.float64))
@@ -182,6 +182,31 @@ def knobs(model, note: float = 60.0) -> dict:
             "neurons_brightness_ge_1_5": int(sum(r["brightness_ratio"] >= 1.5 for r in rows))}
 
 
+def corpus_spread(corpus, note: float = 60.0, share: float = 0.01) -> dict:
+    """What the corpus itself spans at ``note``, in the knobs' own measure: the log-spectral
+    distance (same floor) between its dullest and its brightest ``share`` of voiced frames
+    (spectral centroid / f0), every pair of the two groups, and between random pairs."""
+    sel = np.flatnonzero(corpus.voiced & (np.abs(corpus.pitch - note) < 0.5))
+    m = np.asarray(corpus.frames[sel], np.float64)
+    db = 20 * np.log10(np.maximum(m, 1e-12))
+    db = np.maximum(db - db.max(axis=1, keepdims=True), -60.0)
+    freqs = np.arange(m.shape[1]) * corpus.stft.sample_rate / corpus.stft.n_fft
+    cen = (m ** 2 @ freqs) / np.maximum((m ** 2).sum(axis=1), 1e-30) / float(midi_to_hz(note))
+    order = np.argsort(cen)
+    k = max(1, int(share * len(order)))
+    lo, hi = db[order[:k]], db[order[-k:]]
+    ends = np.sqrt(np.mean((lo[:, None, :] - hi[None, :, :]) ** 2, axis=2))
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(db), 3000), rng.integers(0, len(db), 3000)
+    pairs = np.sqrt(np.mean((db[i] - db[j]) ** 2, axis=1))
+    return {"note": note, "frames": int(len(sel)),
+            "brightness_p1_p99": [round(float(cen[order[k]]), 2), round(float(cen[order[-k]]), 2)],
+            "lsd_dullest_vs_brightest_median_db": round(float(np.median(ends)), 2),
+            "lsd_dullest_vs_brightest_max_db": round(float(ends.max()), 2),
+            "lsd_random_pairs_median_db": round(float(np.median(pairs)), 2),
+            "lsd_random_pairs_p99_db": round(float(np.percentile(pairs, 99)), 2)}
+
+
 def _encoder(model_dir: Path):
     import onnxruntime as ort
 
@@ -264,7 +289,7 @@ def reconstruction(model, model_dir, old, old_dir, corpus, max_frames: int, seed
 
 
 def register(model, model_dir, old, old_dir, corpus, notes=(36, 84)) -> dict:
-    from daemon.pitch import PitchStage
+    from daemon.core.pitch import PitchStage
 
     enc = _encoder(model_dir)
     enc_old = _encoder(old_dir)
@@ -334,7 +359,7 @@ def main(argv=None) -> int:
                     "tune,chords,knobs,recon,register,cost")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     skip = set(filter(None, args.skip.split(",")))
     model_dir = Path(args.model)
@@ -356,6 +381,9 @@ def main(argv=None) -> int:
         from training.corpus import load_corpus
 
         corpus = load_corpus(args.corpus)
+    if corpus is not None and "knobs" not in skip:
+        out["corpus_spread"] = corpus_spread(corpus)
+        print("corpus spread:", json.dumps(out["corpus_spread"]), flush=True)
     if corpus is not None and "recon" not in skip:
         out["reconstruction"] = reconstruction(model, model_dir, old, Path(args.old), corpus,
                                                args.max_frames)

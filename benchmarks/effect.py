@@ -50,7 +50,7 @@ SENTENCES = [
 
 
 def frames(x, n_fft, hop):
-    from daemon.dsp import stft_magnitude
+    from daemon.core.dsp import stft_magnitude
 
     return stft_magnitude(np.asarray(x, np.float64), n_fft, hop)
 
@@ -114,9 +114,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="phrase length per program")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
-    from daemon.effect import EffectEngine, EffectSettings, split_sizes
-    from daemon.model import DecoderModel, EncoderModel
-    from daemon.process import process_audio
+    from daemon.core.effect import EffectEngine, EffectSettings, split_sizes
+    from daemon.core.model import DecoderModel, EncoderModel
+    from daemon.app.process import process_audio
 
     dec = DecoderModel(args.model)
     enc = EncoderModel(dec)

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import jack
 
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     m = DecoderModel(args.model)
     rate = args.rate

@@ -13,7 +13,7 @@ ratios within one run; each figure is the median of ``--reps`` repetitions.
 Measured, each on the harmonic test decoder (``tests/harmonic_model.py``, a tiny graph:
 the engine's own cost) and on ``models/default/`` (the thesis-size decoder) when present:
 
-- phase: ``daemon.phase.RTPGHI.execute`` on real magnitude frames (the chord of
+- phase: ``daemon.core.phase.RTPGHI.execute`` on real magnitude frames (the chord of
   ``benchmarks.signals``), ms per frame per voice, 1 voice and batched 8/64 voices;
 - real-time factor = render time / audio time (wall clock, the target; thread CPU time
   beside it), distinct notes held, the latent moving every hop
@@ -56,7 +56,7 @@ def verdict(ok: bool) -> str:
 
 def phase_speed(n_voices: int, lookahead: int, reps: int, n_frames: int) -> float:
     """Median over ``reps`` of ms per frame per voice for RTPGHI.execute."""
-    from daemon.phase import RTPGHI
+    from daemon.core.phase import RTPGHI
 
     S = signals.magnitude(signals.chord())
     S = (S / S.max()).astype(np.float64)
@@ -75,7 +75,7 @@ def phase_speed(n_voices: int, lookahead: int, reps: int, n_frames: int) -> floa
 
 
 def make_engine(model, n_voices: int):
-    from daemon.engine import Engine
+    from daemon.core.engine import Engine
 
     eng = Engine(model, sample_rate=SAMPLE_RATE, polyphony=n_voices, max_polyphony=64,
                  lookahead=0, pitch_mode="transpose")
@@ -153,7 +153,7 @@ def hop_times(model, n_voices: int, seconds: float) -> tuple[np.ndarray, np.ndar
 
 
 def load_models(which: list[str], tmp: Path):
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     models = []
     for name in which:
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     ok_all = True
 
     print()
-    print("phase (daemon.phase.RTPGHI.execute, chord frames), ms per frame per voice:")
+    print("phase (daemon.core.phase.RTPGHI.execute, chord frames), ms per frame per voice:")
     print("| voices in one call | lookahead 0 | lookahead 1 |")
     print("|---|---|---|")
     phase_1 = {}

@@ -29,7 +29,6 @@ import random
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from jack_util import INSTRUMENT_CLIENT, PERIOD, RATE, Daemon, JackServer, wait_for  # noqa: E402
+from jack_util import INSTRUMENT_CLIENT, PERIOD, RATE, Daemon, JackServer, MidiOutRecorder, benchmark_rig, wait_for  # noqa: E402
 
 HELD = (48, 52, 55, 60, 64, 67, 71, 74)
 FLOOD_KEYS = tuple(k for k in range(36, 96) if k not in HELD)  # 52 keys around the held ones
@@ -47,18 +46,11 @@ STATUS = re.compile(r"voices (\d+) \| cpu\s+([\d.]+)% \(hop max (\d+)%\) \| xrun
                     r"midi (\d+) \(dropped (\d+)\)")
 
 
-class FloodClient:
+class FloodClient(MidiOutRecorder):
     """JACK client: MIDI out (flood generated in the process callback) + mono recorder."""
 
     def __init__(self, server: JackServer, seconds: float, seed: int = 1):
-        import jack
-
-        self.client = jack.Client("flood", no_start_server=True, servername=server.name)
-        self.midi = self.client.midi_outports.register("out")
-        self.inp = self.client.inports.register("in")
-        self.data = np.zeros(int(seconds * RATE), dtype=np.float32)
-        self.frames = 0  # frames recorded (= processed periods x PERIOD)
-        self.xruns = 0
+        super().__init__(server, "flood", seconds)
         self.note_rate = 0.0  # note events per second
         self.cc_rate = 0.0
         self.sent_notes = 0
@@ -70,19 +62,9 @@ class FloodClient:
         self._acc_n = 0.0
         self._acc_c = 0.0
         self._rng = random.Random(seed)
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-        self.client.activate()
+        self.activate()
 
-    def _xrun(self, _delay):
-        self.xruns += 1
-
-    def _process(self, frames):
-        f = self.frames
-        if f + frames <= len(self.data):
-            self.data[f:f + frames] = self.inp.get_array()
-        self.frames = f + frames
-        self.midi.clear_buffer()
+    def send(self, frames):
         ev = []  # (frame, bytes): JACK wants them in time order
         if self.oneshot:
             msgs, self.oneshot = self.oneshot, []
@@ -132,8 +114,8 @@ def engine_alone(note_rate: float, cc_rate: float, polyphony: int, seconds: floa
     """The same flood replayed into the engine offline (no JACK, no MIDI parsing): render time
     per hop against the hop and against one JACK period (the callback that renders a hop
     must finish within a period)."""
-    from daemon.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP, Engine
-    from daemon.model import DecoderModel
+    from daemon.core.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP, Engine
+    from daemon.core.model import DecoderModel
 
     e = Engine(DecoderModel(REPO / "models" / "default"), sample_rate=RATE, polyphony=polyphony,
                max_polyphony=max(64, polyphony))
@@ -314,12 +296,7 @@ def main() -> int:
     ap.add_argument("--render-ahead", default="auto", help="canne run --render-ahead (auto or frames; default auto)")
     ap.add_argument("--append", action="store_true", help="write the figures into BENCHMARKS.md (Overload)")
     args = ap.parse_args()
-    server = JackServer(f"canne-flood-{os.getpid()}", period=PERIOD)
-    server.start()
-    os.environ.update({k: v for k, v in server.env.items() if k.startswith("JACK_")})
-    mapping = Path(tempfile.mkdtemp(prefix="canne-flood-")) / "map.yaml"
-    mapping.write_text((REPO / "mappings" / "default.yaml").read_text().replace("takeover: pickup",
-                                                                              "takeover: jump"))
+    server, mapping = benchmark_rig("canne-flood")
     flood = FloodClient(server, args.baseline_seconds + args.seconds + args.storm_seconds + 60)
     daemon = Daemon(["run", "--mapping", str(mapping), "--midi-in", "flood", "--status",
                      "--polyphony", str(args.polyphony), "--render-ahead", str(args.render_ahead)],
@@ -372,7 +349,7 @@ def main() -> int:
 
 def _append(results, alone, args, ref_db, load0, load1, restarts, midi) -> None:
     """Replace the body of the "## Overload" section of BENCHMARKS.md (created if absent)."""
-    from daemon.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP
+    from daemon.core.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP
 
     path = REPO / "BENCHMARKS.md"
     text = path.read_text()

@@ -14,7 +14,7 @@ re-analysed and compared with the magnitude:
 
 over frames [4, N−4) (the same edge frames dropped for every method), after the
 method's delay is compensated (measured with a click, see ``signals.estimate_delay``).
-``daemon.phase.reconstruct`` gets the magnitude normalised to a peak of 1, like a
+``daemon.core.phase.reconstruct`` gets the magnitude normalised to a peak of 1, like a
 decoder frame; its output is scaled back (SC does not depend on the scale otherwise).
 
 Also the held-note check: one frame of a steady harmonic tone repeated for ~5 s through
@@ -44,9 +44,9 @@ TIME_ONLY = "time-only (Hann γ)"  # the stronger time-only variant; targets use
 
 def _load_reconstruct():
     try:
-        from daemon.phase import reconstruct
+        from daemon.core.phase import reconstruct
     except Exception as exc:  # report, don't crash: the baselines still run
-        print(f"note: daemon.phase.reconstruct not importable ({type(exc).__name__}: {exc})")
+        print(f"note: daemon.core.phase.reconstruct not importable ({type(exc).__name__}: {exc})")
         return None
     return reconstruct
 
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     ok_all = True
     reconstruct = _load_reconstruct() if "RTPGHI la=0" in methods else None
     if reconstruct is None:
-        print("FAIL  RTPGHI targets: daemon.phase.reconstruct is not available")
+        print("FAIL  RTPGHI targets: daemon.core.phase.reconstruct is not available")
         ok_all = False
     else:
         t_only = means[TIME_ONLY]

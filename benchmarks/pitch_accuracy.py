@@ -56,7 +56,7 @@ def verdict(ok: bool) -> str:
 
 
 def render_note(model, sr: int, mode: str, note: int, z=None, seed: int = 0) -> np.ndarray:
-    from daemon.engine import Engine
+    from daemon.core.engine import Engine
 
     eng = Engine(model, sample_rate=sr, polyphony=1, pitch_mode=mode, seed=seed)
     if z is not None:
@@ -86,7 +86,7 @@ def harmonic_sweep(model, notes, rates, modes):
 def random_latent_tuned(model, n: int, sr: int, seed: int):
     """Per latent: (note, cents of the tuned output, cents between the engine's f0
     estimate of the decoded frame and ours of the same frame played untransposed)."""
-    from daemon.pitch import estimate_f0 as engine_f0
+    from daemon.core.pitch import estimate_f0 as engine_f0
 
     rng = np.random.default_rng(seed)
     lo = np.asarray(model.latent_min, dtype=np.float64)
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     if args.quick:
         notes, rates, n_lat = [36, 69, 96], [48000], 2
 
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     sys.path.insert(0, str(REPO))
     from tests.harmonic_model import build_harmonic_decoder

@@ -5,7 +5,7 @@ The STFT here is the project's analysis convention (periodic Hann, n_fft 4096, h
 phase measured from the window centre, i.e. ``rfft(fftshift(frame * w))``).
 
 Frame ``n`` covers samples ``[n * hop, n * hop + n_fft)`` of the signal; a waveform
-rebuilt from ``S`` by any method in ``benchmarks/`` (and by ``daemon.phase.reconstruct``
+rebuilt from ``S`` by any method in ``benchmarks/`` (and by ``daemon.core.phase.reconstruct``
 after delay compensation, see :func:`estimate_delay`) is compared with ``S`` on the same
 frame grid.
 """

@@ -31,42 +31,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import PERIOD, RATE, REPO, _append  # noqa: E402
 
-from jack_util import Daemon, JackServer, wait_for  # noqa: E402
+from jack_util import Daemon, JackServer, MidiOutRecorder, benchmark_rig, wait_for  # noqa: E402
 
 NOTES = (48, 52, 55, 60, 64, 67, 71, 74)
 
 
-class Flood:
+class Flood(MidiOutRecorder):
     """JACK client: MIDI flood out + mono recorder reduced to per-second statistics."""
 
     def __init__(self, server: JackServer, seconds: int, cc_per_period: int = 5):
-        import jack
-
+        super().__init__(server, "soak", seconds + 120)
         self.cc_per_period = cc_per_period
-        self.client = jack.Client("soak", no_start_server=True, servername=server.name)
-        self.midi = self.client.midi_outports.register("out")
-        self.inp = self.client.inports.register("in")
         self.n_sec = seconds + 120
-        self.data = np.zeros(self.n_sec * RATE, dtype=np.float32)
-        self.frames = 0
         self.periods = 0
         self.sent = 0
         self.flooding = False
-        self.jack_xruns = 0
         self._acc = 0.0
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-        self.client.activate()
+        self.activate()
 
-    def _xrun(self, _delay):
-        self.jack_xruns += 1
-
-    def _process(self, frames):
-        f = self.frames
-        if f + frames <= len(self.data):
-            self.data[f:f + frames] = self.inp.get_array()
-        self.frames = f + frames
-        self.midi.clear_buffer()
+    def send(self, frames):
         if not self.flooding:
             return
         p = self.periods
@@ -121,12 +104,7 @@ def main() -> int:
     ap.add_argument("--append", action="store_true")
     args = ap.parse_args()
     seconds = int(args.minutes * 60)
-    server = JackServer(f"canne-soak-{os.getpid()}", period=PERIOD)
-    server.start()
-    os.environ.update({k: v for k, v in server.env.items() if k.startswith("JACK_")})
-    mapping = Path(tempfile.mkdtemp(prefix="canne-soak-")) / "map.yaml"
-    mapping.write_text((REPO / "mappings" / "default.yaml").read_text().replace("takeover: pickup",
-                                                                              "takeover: jump"))
+    server, mapping = benchmark_rig("canne-soak")
     flood = Flood(server, seconds, args.cc_per_period)
     daemon = Daemon(["run", "--mapping", str(mapping), "--midi-in", "soak", "--status", "--polyphony", "8"],
                     env=server.env, cwd=REPO)
@@ -186,7 +164,7 @@ def main() -> int:
         "exit": code, "restarts": restarts, "instrument_pids": len(pids),
         "nonfinite": nonfinite, "peak": peak,
         "rms_min": float(rms_db.min()), "rms_median": float(np.median(rms_db)),
-        "xruns": xr, "underruns": ur, "jack_xruns": flood.jack_xruns, "voices": voices,
+        "xruns": xr, "underruns": ur, "jack_xruns": flood.xruns, "voices": voices,
         "midi_sent": flood.sent, "midi_received": int(midi.group(1)) if midi else -1,
         "midi_dropped": int(midi.group(2)) if midi else -1,
         "rss_first": base[0] if base else float("nan"), "rss_last": base[-1] if base else float("nan"),

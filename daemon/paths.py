@@ -146,14 +146,7 @@ def find_model(spec) -> Path:
     Raises :class:`ModelNotFoundError` (one line, with the names available) when
     nothing matches.
     """
-    path, found = _lookup(spec, "models")
-    if found:
-        return path
-    names = ", ".join(available("models")) or "none"
-    raise ModelNotFoundError(
-        f"model not found: {spec} (not a folder or decoder.onnx here, nor a model name in "
-        f"{user_dir('models')} or {shipped_dir('models')}; available: {names})"
-    )
+    return _find(spec, "models", "a folder or decoder.onnx", ModelNotFoundError)
 
 
 def find_mapping(spec) -> Path:
@@ -161,14 +154,18 @@ def find_mapping(spec) -> Path:
 
     Raises :class:`MappingError` (one line, with the names available) when nothing matches.
     """
-    path, found = _lookup(spec, "mappings")
+    return _find(spec, "mappings", "a file", MappingError)
+
+
+def _find(spec, kind: str, what: str, error) -> Path:
+    """``_lookup`` or ``error``: one line naming where it looked and what there is."""
+    path, found = _lookup(spec, kind)
     if found:
         return path
-    names = ", ".join(available("mappings")) or "none"
-    raise MappingError(
-        f"mapping not found: {spec} (not a file here, nor a mapping name in "
-        f"{user_dir('mappings')} or {shipped_dir('mappings')}; available: {names})"
-    )
+    names = ", ".join(available(kind)) or "none"
+    one = kind[:-1]
+    raise error(f"{one} not found: {spec} (not {what} here, nor a {one} name in "
+                f"{user_dir(kind)} or {shipped_dir(kind)}; available: {names})")
 
 
 def default_model() -> Path:

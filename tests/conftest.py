@@ -7,7 +7,7 @@
 - Every ``jackd`` and ``canne run`` the helpers start is registered (``jack_util.spawn``)
   and SIGKILLed at the end of the session (and at exit); on Linux the kernel also kills
   them if pytest itself dies (``PR_SET_PDEATHSIG``). An instrument whose supervisor dies
-  exits by itself (``daemon.supervisor.ChildLink``).
+  exits by itself (``daemon.app.supervisor.ChildLink``).
 
 Shared fixtures: ``model`` (the default harmonic test decoder of ``harmonic_model.py``,
 loaded once per session), ``model_dir`` (its folder), ``harmonic_models`` (the same
@@ -39,7 +39,7 @@ def harmonic_models(tmp_path_factory):
     ``build_harmonic_decoder`` arguments (the files share them; none may change one)."""
     from harmonic_model import build_harmonic_decoder
 
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     cache: dict = {}
 

@@ -25,7 +25,7 @@ import pytest
 
 RATE = 48000
 PERIOD = 256
-#: The instrument's JACK audio client (daemon.audio_output.JACK_CLIENT_NAME).
+#: The instrument's JACK audio client (daemon.adapters.audio_output.JACK_CLIENT_NAME).
 INSTRUMENT_CLIENT = "CANNe-audio"
 
 
@@ -173,6 +173,57 @@ def jack_server_env(prefix: str, log_dir: Path):
     finally:
         mp.undo()
         srv.stop()
+
+
+def benchmark_rig(prefix: str) -> tuple["JackServer", Path]:
+    """For the benchmarks that drive ``canne run``: a dummy JACK server named
+    ``PREFIX-PID``, started, with this process's ``JACK_`` variables pointing at it, and a
+    copy of the shipped default mapping with ``takeover: jump`` (knobs act at once)."""
+    import tempfile
+
+    server = JackServer(f"{prefix}-{os.getpid()}", period=PERIOD)
+    server.start()
+    os.environ.update({k: v for k, v in server.env.items() if k.startswith("JACK_")})
+    mapping = Path(tempfile.mkdtemp(prefix=f"{prefix}-")) / "map.yaml"
+    default = Path(__file__).resolve().parent.parent / "mappings" / "default.yaml"
+    mapping.write_text(default.read_text().replace("takeover: pickup", "takeover: jump"))
+    return server, mapping
+
+
+class MidiOutRecorder:
+    """A JACK client with one MIDI output and one audio input, recorded into a
+    preallocated buffer (``data``, ``frames`` so far); counts JACK xruns. Subclasses write
+    their MIDI in :meth:`send`, called from the process callback after the input block was
+    recorded and the MIDI buffer cleared; they call :meth:`activate` when ready."""
+
+    def __init__(self, server: "JackServer", name: str, seconds: float):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True, servername=server.name)
+        self.midi = self.client.midi_outports.register("out")
+        self.inp = self.client.inports.register("in")
+        self.data = np.zeros(int(seconds * RATE), dtype=np.float32)
+        self.frames = 0  # frames recorded (= processed periods x period)
+        self.xruns = 0
+
+    def activate(self) -> None:
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+
+    def _xrun(self, _delay):
+        self.xruns += 1
+
+    def _process(self, frames):
+        f = self.frames
+        if f + frames <= len(self.data):
+            self.data[f:f + frames] = self.inp.get_array()
+        self.frames = f + frames
+        self.midi.clear_buffer()
+        self.send(frames)
+
+    def send(self, frames: int) -> None:  # noqa: ARG002
+        """Write this period's MIDI (``self.midi.write_midi_event``)."""
 
 
 class Recorder:
@@ -326,7 +377,7 @@ class Daemon:
         self.args = args
         self.lines: list[str] = []
         self.proc = spawn(
-            [sys.executable, "-m", "daemon.cli", *args], env=env, cwd=cwd,
+            [sys.executable, "-m", "daemon.app.cli", *args], env=env, cwd=cwd,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
         self._t = threading.Thread(target=self._read, daemon=True)

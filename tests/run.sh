@@ -18,15 +18,7 @@ sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(
 if [ "$EXTERNALLY_MANAGED" = 1 ] && ! "$PY" -c "import ensurepip, venv" >/dev/null 2>&1; then
   APT_PACKAGES="$APT_PACKAGES python3-venv"
 fi
-missing=""
-for p in $APT_PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
-fi
+bash .ci/apt-install.sh $APT_PACKAGES
 
 if [ "$EXTERNALLY_MANAGED" = 1 ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv --system-site-packages .venv

@@ -31,7 +31,7 @@ class Ramp:
 
 @pytest.fixture
 def offline(monkeypatch):
-    import daemon.audio_output as ao
+    import daemon.adapters.audio_output as ao
 
     fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 0,
             "default_samplerate": float(RATE)}
@@ -112,7 +112,7 @@ def test_render_errors_in_the_producer_play_silence_and_are_reported(offline):
 
 
 def test_the_duplex_stream_never_renders_ahead(offline, monkeypatch):
-    import daemon.audio_output as ao
+    import daemon.adapters.audio_output as ao
 
     fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 1,
             "default_samplerate": float(RATE)}
@@ -136,7 +136,7 @@ def test_through_jack_a_source_slower_than_a_period_plays_continuously(jack_serv
         code = textwrap.dedent(
             """
             import sys, time, numpy as np
-            from daemon.audio_output import AudioOutput
+            from daemon.adapters.audio_output import AudioOutput
             w = 2 * np.pi * 440.0 / 48000
             state = [0, 0]
             def sine(n, out):

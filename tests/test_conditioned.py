@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package
     sys.path.insert(0, str(REPO))
 
-from daemon.engine import Engine  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
-from daemon.pitch import estimate_f0  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
+from daemon.core.model import DecoderModel  # noqa: E402
+from daemon.core.pitch import estimate_f0  # noqa: E402
 from harmonic_model import cents, midi_to_hz  # noqa: E402
 from training.corpus import build_corpus, load_corpus  # noqa: E402
 from training.export import export_model, read_metadata  # noqa: E402
@@ -232,8 +232,8 @@ def test_shipped_default_renders_a_chord_progression_with_knob_moves_in_tune(tmp
 
     from benchmarks.conditioned import _partial_f0
     from benchmarks import f0 as f0mod
-    from daemon.model import DecoderModel
-    from daemon.render import render_midi
+    from daemon.core.model import DecoderModel
+    from daemon.app.render import render_midi
 
     model = DecoderModel(REPO / "models" / "default")
     assert model.conditioned

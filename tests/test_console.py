@@ -1,4 +1,4 @@
-"""daemon.console: log records and the status line never run into each other."""
+"""daemon.app.console: log records and the status line never run into each other."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import logging
 import threading
 
-from daemon.console import Console
+from daemon.app.console import Console
 
 CLEAR = "\r\x1b[2K"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sounddevice as sd
 
-from daemon.audio_output import AudioOutput, find_output_device
+from daemon.adapters.audio_output import AudioOutput, find_output_device
 from daemon.errors import DeviceError
 from jack_util import Recorder, cents, dbfs, fundamental_hz_median, jack_server_env
 
@@ -30,7 +30,7 @@ class Sine:
 @pytest.fixture
 def offline(monkeypatch):
     """Build AudioOutput without a device (device lookup replaced by a fixed description)."""
-    import daemon.audio_output as ao
+    import daemon.adapters.audio_output as ao
 
     fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 0,
             "default_samplerate": float(RATE)}
@@ -135,7 +135,7 @@ def test_stream_through_jack_plays_the_source_at_pitch(jack_server):
         code = textwrap.dedent(
             """
             import sys, time, numpy as np
-            from daemon.audio_output import AudioOutput
+            from daemon.adapters.audio_output import AudioOutput
             w = 2 * np.pi * 440.0 / 48000
             state = [0]
             def sine(n, out):

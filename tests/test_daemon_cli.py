@@ -23,7 +23,7 @@ def _no_server_env() -> dict:
 
 
 def _canne(args, env, timeout=60):
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "daemon.app.cli", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -104,7 +104,7 @@ def test_missing_device_is_final_before_sound_and_temporary_after(model_dir, aft
     env = _no_server_env()
     env["CANNE_RESTART_AFTER_SOUND"] = after_sound
     # stdin stays open, as the supervisor's end does (its end-of-file means "supervisor gone").
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--child", "--model", str(model_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.app.cli", "run", "--child", "--model", str(model_dir),
                              "--device", "no-such-card-xyz"], env=env, cwd=REPO, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -158,7 +158,7 @@ def user_dirs(tmp_path, monkeypatch):
 
 def test_learn_never_targets_a_shipped_mapping(user_dirs, tmp_path):
     from daemon import paths
-    from daemon.cli import learn_destination
+    from daemon.app.cli import learn_destination
 
     shipped = paths.shipped_dir("mappings")
     for spec in (None, "default", str(shipped / "default.yaml"), str(REPO / "mappings" / "default.yaml")):
@@ -210,14 +210,14 @@ def test_devices_lists_midi_ports_with_api_and_audio_with_host_api(server):
 )
 def test_learn_binds_the_next_cc_and_writes_the_yaml(server, model_dir, tmp_path, target, sends, expected,
                                                      replaced):
-    from daemon.mapping import load_mapping
-    from daemon.model import DecoderModel
+    from daemon.control.mapping import load_mapping
+    from daemon.core.model import DecoderModel
 
     mapping = tmp_path / "learned.yaml"
     mapping.write_text((REPO / "mappings" / "default.yaml").read_text())
     sender = MidiSender("canne-learn-ctl")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "learn", target, "--mapping", str(mapping), "--model",
+        [sys.executable, "-m", "daemon.app.cli", "learn", target, "--mapping", str(mapping), "--model",
          str(model_dir), "--midi-in", "canne-learn-ctl", "--midi-api", "jack", "--timeout", "30"],
         env=server.env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.errors import DeviceError
-from daemon.midi_input import MidiInput, api_candidates, select_ports
+from daemon.adapters.midi_input import MidiInput, api_candidates, select_ports
 from jack_util import MidiSender, jack_server_env, wait_for
 
 

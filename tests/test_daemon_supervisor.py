@@ -1,7 +1,7 @@
 """Supervisor: watchdog kill + restart, restart delay, exit 2, signal forwarding, parent death.
 
 The supervised child is a scripted process that speaks the real channel through
-``daemon.supervisor.ChildLink`` (heartbeat lines on its stdout, commands and
+``daemon.app.supervisor.ChildLink`` (heartbeat lines on its stdout, commands and
 end-of-file on its stdin) and behaves per start as a plan says, so each
 recovery path runs for real (processes, pipes, signals) without audio hardware.
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
-    from daemon.supervisor import ChildLink
+    from daemon.app.supervisor import ChildLink
     assert sys.argv[1] == "--child", sys.argv
     state = sys.argv[-1]
     plan = sys.argv[-2].split(",")
@@ -84,7 +84,7 @@ SUPERVISE = textwrap.dedent(
     import logging, signal, subprocess, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     child, plan, state, platform, max_backoff, healthy_reset = sys.argv[1:7]
-    import daemon.supervisor as sv
+    import daemon.app.supervisor as sv
     if platform == "nonposix":
         import select
         def banned(*a, **k):

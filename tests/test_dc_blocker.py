@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.dsp import DCBlocker
+from daemon.core.dsp import DCBlocker
 
 
 def _recursion(x: np.ndarray, r: float) -> np.ndarray:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.effect import EffectEngine, EffectSettings, split_sizes
-from daemon.model import DecoderModel, EncoderModel
-from daemon.process import process_audio
+from daemon.core.effect import EffectEngine, EffectSettings, split_sizes
+from daemon.core.model import DecoderModel, EncoderModel
+from daemon.app.process import process_audio
 
 SR, N_FFT, HOP = 16000, 512, 128
 N_BINS = N_FFT // 2 + 1
@@ -164,23 +164,23 @@ def test_canne_process_command(tmp_path, identity):
     model = build_identity_model(tmp_path / "model")
     x = signal(seed=5)
     sf.write(tmp_path / "in.wav", x.astype(np.float32), SR, subtype="FLOAT")
-    r = subprocess.run([sys.executable, "-m", "daemon.cli", "process", str(tmp_path / "in.wav"), "-o",
+    r = subprocess.run([sys.executable, "-m", "daemon.app.cli", "process", str(tmp_path / "in.wav"), "-o",
                         str(tmp_path / "out.flac"), "--model", str(model), "--gains", "1,1,1,1,1"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     y, sr = sf.read(tmp_path / "out.flac")
     assert sr == SR and len(y) == len(x)
     assert sc_db(x[N_FFT:], y[N_FFT:]) < -35.0  # 16-bit FLAC
-    bad = subprocess.run([sys.executable, "-m", "daemon.cli", "process", str(tmp_path / "nope.wav"), "-o",
+    bad = subprocess.run([sys.executable, "-m", "daemon.app.cli", "process", str(tmp_path / "nope.wav"), "-o",
                           str(tmp_path / "o.wav"), "--model", str(model)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.wav" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_mapping_effect_section_and_knobs(tmp_path, identity):
-    from daemon.effect import EffectControls
-    from daemon.mapper import Mapper
-    from daemon.mapping import load_mapping
+    from daemon.core.effect import EffectControls
+    from daemon.control.mapper import Mapper
+    from daemon.control.mapping import load_mapping
     import mido
 
     dec, enc = identity
@@ -209,7 +209,7 @@ def test_mapping_effect_section_and_knobs(tmp_path, identity):
 ])
 def test_bad_effect_sections_name_file_and_line(tmp_path, identity, body, line, needle):
     from daemon.errors import MappingError
-    from daemon.mapping import load_mapping
+    from daemon.control.mapping import load_mapping
 
     y = tmp_path / "bad.yaml"
     y.write_text("name: fx\n" + body)

@@ -1,12 +1,12 @@
-"""daemon.engine.Engine with real ONNX decoders: streaming, safety, voices, model switch."""
+"""daemon.core.engine.Engine with real ONNX decoders: streaming, safety, voices, model switch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from daemon.engine import PARAMS, Engine
-from daemon.model import DecoderModel
+from daemon.core.engine import PARAMS, Engine
+from daemon.core.model import DecoderModel
 from harmonic_model import build_harmonic_decoder, measure_f0, midi_to_hz, rms_dbfs, rms_modulation
 
 

@@ -1,4 +1,4 @@
-"""daemon.dsp output stages of the engine: safety limiter and DC blocker, against references."""
+"""daemon.core.dsp output stages of the engine: safety limiter and DC blocker, against references."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import freqz, lfilter
 
-from daemon.dsp import DCBlocker, SafetyLimiter
+from daemon.core.dsp import DCBlocker, SafetyLimiter
 
 
 def _soft_clip_reference(x: np.ndarray, k: float = 0.5) -> np.ndarray:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP, Engine
-from daemon.model import DecoderModel
-from daemon.voices import RELEASE, VoiceBank
+from daemon.core.engine import NOTE_EVENTS_PER_HOP, NOTE_ONS_PER_HOP, Engine
+from daemon.core.model import DecoderModel
+from daemon.core.voices import RELEASE, VoiceBank
 from harmonic_model import build_harmonic_decoder, midi_to_hz
 
 SR = 48000

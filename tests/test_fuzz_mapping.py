@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapping import MAX_MAPPING_BYTES, MAX_NESTING, Mapping, load_mapping, load_mapping_text  # noqa: E402
+from daemon.control.mapping import MAX_MAPPING_BYTES, MAX_NESTING, Mapping, load_mapping, load_mapping_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "mappings").glob("*.yaml"))
@@ -172,9 +172,9 @@ def test_named_cases_say_what_is_wrong(model, tmp_path, text, fragment):
 
 def test_nesting_is_limited_without_libyaml_too(model, monkeypatch):
     """The pure-Python loader (no libyaml) refuses deep nesting the same way."""
-    import daemon.mapping
+    import daemon.control.mapping
 
-    monkeypatch.setattr(daemon.mapping, "_CLoader", None)
+    monkeypatch.setattr(daemon.control.mapping, "_CLoader", None)
     for name in ("nesting-flow-1500", "nesting-block-1500", "nesting-flow-map-1500", "nesting-block-map-1200"):
         with pytest.raises(MappingError, match="nested more than"):
             load_mapping_text(NAMED[name], model, source="fuzz.yaml")
@@ -377,8 +377,8 @@ def test_mutants_through_the_hot_reloader_keep_the_old_mapping(model, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_mapper import RecordingEngine
 
-    from daemon.mapper import Mapper
-    from daemon.reload import MappingReloader
+    from daemon.control.mapper import Mapper
+    from daemon.control.reload import MappingReloader
 
     path = tmp_path / "live.yaml"
     path.write_text("takeover: jump\ncontrols:\n  - {cc: 1, neuron: 0}\n")

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from daemon.midifile import MAX_MIDI_BYTES, MAX_SONG_SECONDS, MidiFileError, load_midi_file  # noqa: E402
+from daemon.adapters.midifile import MAX_MIDI_BYTES, MAX_SONG_SECONDS, MidiFileError, load_midi_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 9
@@ -139,7 +139,7 @@ def test_the_30_byte_bomb_is_refused_before_rendering(tmp_path):
     assert len(BOMB_30_BYTES) <= 33
     path = tmp_path / "bomb.mid"
     path.write_bytes(BOMB_30_BYTES)
-    from daemon.render import render_midi
+    from daemon.app.render import render_midi
 
     class NoModel:  # render_midi must refuse the file before it touches the model
         def __getattr__(self, name):
@@ -155,7 +155,7 @@ def test_canne_render_says_one_line_for_a_bomb(tmp_path):
     from harmonic_model import build_harmonic_decoder
 
     model = build_harmonic_decoder(tmp_path / "hm")
-    r = subprocess.run([sys.executable, "-m", "daemon.cli", "render", "--no-progress", str(path), "-o",
+    r = subprocess.run([sys.executable, "-m", "daemon.app.cli", "render", "--no-progress", str(path), "-o",
                         str(tmp_path / "o.wav"), "--model", str(model), "--mapping", ""],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr

@@ -22,7 +22,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from daemon.errors import ModelError  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
+from daemon.core.model import DecoderModel  # noqa: E402
 
 N_FFT = 64
 N_BINS = N_FFT // 2 + 1

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapping import load_mapping_text  # noqa: E402
+from daemon.control.mapping import load_mapping_text  # noqa: E402
 
 BASE = """\
 osc: {port: 9000, host: 127.0.0.1, feedback: '127.0.0.1:9001', feedback_rate: 20}

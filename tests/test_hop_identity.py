@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from daemon.dsp import OverlapAdd
-from daemon.phase import RTPGHI
+from daemon.core.dsp import OverlapAdd
+from daemon.core.phase import RTPGHI
 
 
 def _frames(n_frames, n_voices, n_bins, seed=0):

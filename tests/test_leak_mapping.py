@@ -20,9 +20,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping  # noqa: E402
-from daemon.runtime import ProgramSwitcher  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping  # noqa: E402
+from daemon.app.runtime import ProgramSwitcher  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "mappings" / "default.yaml"

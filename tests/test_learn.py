@@ -1,4 +1,4 @@
-"""daemon.learn: the next CC moved is bound to a target and written into a valid YAML."""
+"""daemon.control.learn: the next CC moved is bound to a target and written into a valid YAML."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 
 from daemon.errors import MappingError  # noqa: E402
-from daemon.learn import (  # noqa: E402
+from daemon.control.learn import (  # noqa: E402
     Binding,
     apply_binding_to_yaml,
     detect_binding,
@@ -20,7 +20,7 @@ from daemon.learn import (  # noqa: E402
     parse_target,
     write_binding,
 )
-from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
+from daemon.control.mapping import load_mapping, load_mapping_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "mappings").glob("*.yaml"))
@@ -250,7 +250,7 @@ def test_learn_from_a_source_writes_the_copy_and_never_the_source(model, tmp_pat
 
 def test_replaced_controls_lists_block_style_items_with_their_line():
     text = "controls:\n  - cc: 1\n    neuron: 0\n    label: Mod wheel\n  - {cc: 21, neuron: 0}\n  - {cc: 7, param: gain}\n"
-    from daemon.learn import replaced_controls
+    from daemon.control.learn import replaced_controls
 
     assert replaced_controls(text, Binding(cc=5, channel=1, neuron=0)) == [
         "line 2: {cc: 1, neuron: 0, label: Mod wheel}", "line 5: {cc: 21, neuron: 0}"]

@@ -1,4 +1,4 @@
-"""daemon.mapper: MIDI messages -> Engine calls, as the mapping says.
+"""daemon.control.mapper: MIDI messages -> Engine calls, as the mapping says.
 
 The engine here is a recording test double with the contract's method names
 (docs/contracts.md); tests/test_mapper_engine.py drives the real Engine.
@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harmonic_model import build_harmonic_decoder  # noqa: E402
 
-from daemon.mapper import TAKEOVER_TOLERANCE, Mapper  # noqa: E402
-from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
-from daemon.runtime import ProgramSwitcher  # noqa: E402
+from daemon.control.mapper import TAKEOVER_TOLERANCE, Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping, load_mapping_text  # noqa: E402
+from daemon.core.model import DecoderModel  # noqa: E402
+from daemon.app.runtime import ProgramSwitcher  # noqa: E402
 
 
 class RecordingEngine:

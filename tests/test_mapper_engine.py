@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harmonic_model import build_harmonic_decoder, cents, harmonic_amplitudes, measure_f0, midi_to_hz  # noqa: E402
 from harmonic_model import rms_dbfs as rms_db  # noqa: E402
 
-from daemon.engine import Engine  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.runtime import ProgramSwitcher  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping, load_mapping_text  # noqa: E402
+from daemon.app.runtime import ProgramSwitcher  # noqa: E402
 
 SR = 44100
 MAPPING = (

@@ -1,4 +1,4 @@
-"""daemon.mapping: YAML mappings validated once, with errors naming file, line and field."""
+"""daemon.control.mapping: YAML mappings validated once, with errors naming file, line and field."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harmonic_model import build_harmonic_decoder  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapping import ALL_CHANNELS, decode_relative, load_mapping, load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
+from daemon.control.mapping import ALL_CHANNELS, decode_relative, load_mapping, load_mapping_text  # noqa: E402
+from daemon.core.model import DecoderModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "mappings").glob("*.yaml"))

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.engine import Engine
-from daemon.model import DecoderModel
+from daemon.core.engine import Engine
+from daemon.core.model import DecoderModel
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 BUDGET_STILL = 170_000  # bytes per hop, measured 165.5 kB

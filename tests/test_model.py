@@ -1,4 +1,4 @@
-"""daemon.model.DecoderModel: loads real ONNX decoders, validates their metadata."""
+"""daemon.core.model.DecoderModel: loads real ONNX decoders, validates their metadata."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from daemon.errors import CanneError, ModelError, ModelNotFoundError
-from daemon.model import REQUIRED_KEYS, DecoderModel
+from daemon.core.model import REQUIRED_KEYS, DecoderModel
 from harmonic_model import build_harmonic_decoder, harmonic_amplitudes, hann_lobe_basis
 
 

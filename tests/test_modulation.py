@@ -15,11 +15,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from daemon.engine import Engine  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping_text  # noqa: E402
-from daemon.modulation import lfo_wave  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping_text  # noqa: E402
+from daemon.control.modulation import lfo_wave  # noqa: E402
 
 SR = 44100
 

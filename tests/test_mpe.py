@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harmonic_model import cents, measure_f0, midi_to_hz  # noqa: E402
 
-from daemon.engine import Engine  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping_text  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping_text  # noqa: E402
 
 SR = 44100
 MPE = "mpe: {zone: lower}\nnotes: {pitch_mode: transpose, polyphony: 4}\nparams: {attack: 5, release: 50}\n"

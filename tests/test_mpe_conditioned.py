@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harmonic_model import cents, measure_f0, midi_to_hz  # noqa: E402
 from test_conditioned import corpus_dir, known_dir  # noqa: E402,F401  (fixtures)
 
-from daemon.engine import Engine  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping_text  # noqa: E402
-from daemon.model import DecoderModel  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping_text  # noqa: E402
+from daemon.core.model import DecoderModel  # noqa: E402
 
 
 @pytest.mark.parametrize("sr", [44100, 48000])

@@ -1,4 +1,4 @@
-"""daemon.osc: OSC over a real loopback UDP socket into the Mapper and the real Engine.
+"""daemon.adapters.osc: OSC over a real loopback UDP socket into the Mapper and the real Engine.
 
 Deterministic: every test binds its own socket on an ephemeral port and waits for the
 datagram with ``poll(timeout=...)`` (loopback delivery is immediate; the timeout is
@@ -21,10 +21,10 @@ from pythonosc.osc_packet import OscPacket
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from daemon.engine import Engine  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import MappingError, load_mapping_text  # noqa: E402
-from daemon.osc import OscServer  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import MappingError, load_mapping_text  # noqa: E402
+from daemon.adapters.osc import OscServer  # noqa: E402
 
 SR = 44100
 WAIT = 2.0  # upper bound for a loopback datagram to be readable
@@ -248,7 +248,7 @@ def test_flood_does_not_block(rig):
 
 
 def test_runtime_builds_osc_from_options_and_mapping(model):
-    from daemon.runtime import RunOptions, _make_osc
+    from daemon.app.runtime import RunOptions, _make_osc
 
     engine = Engine(model, sample_rate=SR)
     mapper = Mapper(None, engine)
@@ -272,7 +272,7 @@ def test_runtime_builds_osc_from_options_and_mapping(model):
 def test_fast_path_agrees_with_python_osc():
     """The fast parser (plain messages of int/float arguments) gives what python-osc gives,
     declines everything else, and never raises on junk."""
-    from daemon.osc import _fast_parse
+    from daemon.adapters.osc import _fast_parse
 
     rnd = random.Random(0)
     taken = 0

@@ -123,7 +123,7 @@ def test_wheel_carries_every_model_folder_and_mapping(installed):
 def test_installed_package_resolves_defaults_inside_itself(installed):
     _, site, tmp = installed
     env = dict(os.environ, PYTHONPATH=str(site), XDG_CONFIG_HOME=str(tmp / "cfg"), XDG_DATA_HOME=str(tmp / "data"))
-    code = ("import daemon, daemon.paths as p; from daemon.model import DecoderModel; "
+    code = ("import daemon, daemon.paths as p; from daemon.core.model import DecoderModel; "
             "print(daemon.__file__); print(p.default_model()); print(p.default_mapping()); "
             "print(DecoderModel(p.default_model()).latent_dim)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
@@ -132,6 +132,6 @@ def test_installed_package_resolves_defaults_inside_itself(installed):
     for p in (pkg, model, mapping):
         assert Path(p).is_relative_to(site), r.stdout
     assert model.endswith(os.path.join("_shipped", "models", "default")) and int(dim) > 0
-    r = subprocess.run([sys.executable, "-m", "daemon.cli", "--version"], cwd=tmp, env=env,
+    r = subprocess.run([sys.executable, "-m", "daemon.app.cli", "--version"], cwd=tmp, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("canne ") and str(site) in r.stdout, r.stdout + r.stderr

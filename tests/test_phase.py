@@ -1,11 +1,11 @@
-"""daemon.phase: streaming RTPGHI quality in dB of spectral convergence, per lookahead."""
+"""daemon.core.phase: streaming RTPGHI quality in dB of spectral convergence, per lookahead."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from daemon.phase import RTPGHI, reconstruct, stft_magnitude
+from daemon.core.phase import RTPGHI, reconstruct, stft_magnitude
 from harmonic_model import harmonic_amplitudes, rms_modulation
 
 SR = 44100
@@ -62,7 +62,7 @@ def scores(mags):
         rng = np.random.default_rng(0)
         spec = mag * np.exp(2j * np.pi * rng.random(mag.shape))
         frames = np.fft.irfft(spec * np.where(np.arange(mag.shape[1]) % 2, -1, 1), N_FFT, axis=1)
-        from daemon.dsp import synthesis_window
+        from daemon.core.dsp import synthesis_window
         y = np.zeros((len(mag) - 1) * HOP + N_FFT)
         for k, fr in enumerate(frames):
             y[k * HOP:k * HOP + N_FFT] += fr * synthesis_window(N_FFT, HOP)

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from daemon.render import render_midi  # noqa: E402
+from daemon.app.render import render_midi  # noqa: E402
 
 SR = 48000
 
@@ -73,7 +73,7 @@ def test_no_lfo_render_unchanged_by_ticks(model, tmp_path):
 
 def test_spectrogram_png(model, tmp_path):
     pytest.importorskip("matplotlib")
-    from daemon.cli import main
+    from daemon.app.cli import main
 
     song = _song(tmp_path / "s.mid", seconds=1.0)
     png = tmp_path / "s.png"
@@ -86,7 +86,7 @@ def test_spectrogram_png(model, tmp_path):
 
 def test_spectrogram_refused_before_rendering(model, tmp_path, monkeypatch):
     from daemon.errors import CanneError
-    from daemon.pictures import check_png
+    from daemon.adapters.pictures import check_png
 
     with pytest.raises(CanneError, match="must be a .png"):
         check_png(tmp_path / "x.jpg")

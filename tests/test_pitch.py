@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.engine import Engine
-from daemon.model import DecoderModel
-from daemon.pitch import estimate_f0, peak_positions
+from daemon.core.engine import Engine
+from daemon.core.model import DecoderModel
+from daemon.core.pitch import estimate_f0, peak_positions
 from harmonic_model import build_harmonic_decoder, cents, hann_lobe_basis, measure_f0, midi_to_hz
 
 NOTES = {"C2": 36, "C3": 48, "C4": 60, "A4": 69, "C5": 72, "C6": 84, "C7": 96}

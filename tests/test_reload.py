@@ -1,4 +1,4 @@
-"""daemon.reload: editing the mapping file applies it within a second; bad edits are refused."""
+"""daemon.control.reload: editing the mapping file applies it within a second; bad edits are refused."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mapper import RecordingEngine  # noqa: E402
 
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping  # noqa: E402
-from daemon.reload import MappingReloader  # noqa: E402
-from daemon.runtime import ProgramSwitcher  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping  # noqa: E402
+from daemon.control.reload import MappingReloader  # noqa: E402
+from daemon.app.runtime import ProgramSwitcher  # noqa: E402
 
 GOOD_A = "takeover: jump\ncontrols:\n  - {cc: 1, neuron: 0}\n"
 GOOD_B = "# edited live\ntakeover: jump\ncontrols:\n  - {cc: 2, neuron: 3, range: [0, 1]}\n"
@@ -63,7 +63,7 @@ def test_first_poll_after_an_edit_applies_it(setup, model):
     """The within-one-second guarantee, without timing: the first poll after an edit
     starts the validation off the caller's thread, the first poll after it is done
     swaps the mapping, and the instrument's control loop polls every 0.25 s."""
-    from daemon.runtime import RELOAD_POLL_S
+    from daemon.app.runtime import RELOAD_POLL_S
 
     path, engine, mapper = setup
     reloader = MappingReloader(path, model, mapper)
@@ -91,11 +91,11 @@ def test_invalid_edit_keeps_the_old_mapping_and_logs_why(setup, model, caplog):
     path, engine, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     edit(path, BAD)
-    with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+    with caplog.at_level(logging.WARNING, logger="daemon.control.reload"):
         assert reloader.poll() is False
         assert settle(reloader) is False
     assert mapper.mapping.controls[0].cc == 1 and reloader.failures == 1
-    (record,) = [r for r in caplog.records if r.name == "daemon.reload"]
+    (record,) = [r for r in caplog.records if r.name == "daemon.control.reload"]
     line = record.getMessage()
     assert "keeping the previous mapping" in line and f"{path}:3: controls[0].neuron" in line
     assert "\n" not in line
@@ -137,7 +137,7 @@ def test_deleted_file_keeps_mapping(setup, model, caplog):
     path, _, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     path.unlink()
-    with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+    with caplog.at_level(logging.WARNING, logger="daemon.control.reload"):
         assert reloader.poll() is False
     assert mapper.mapping.controls[0].cc == 1 and "gone" in caplog.text
 
@@ -154,7 +154,7 @@ def test_invalid_edit_while_polling_never_swaps(setup, model):
 
 def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
     """A program change landing while an edit is being validated is not undone by it."""
-    import daemon.reload
+    import daemon.control.reload
 
     other = tmp_path / "other.yaml"
     other.write_text("takeover: jump\ncontrols:\n  - {cc: 5, neuron: 1}\n")
@@ -164,14 +164,14 @@ def test_program_change_during_a_reload_wins(model, tmp_path, monkeypatch):
     mapper = Mapper(load_mapping(path, model), engine)
     switcher = ProgramSwitcher(mapper, engine)
     reloader = MappingReloader(path, model, mapper)
-    real_load = daemon.reload.load_mapping_text
+    real_load = daemon.control.reload.load_mapping_text
 
     def load_then_program_change(*args, **kwargs):
         new = real_load(*args, **kwargs)
         assert mapper.switch_program(1)  # the MIDI side switches meanwhile
         return new
 
-    monkeypatch.setattr(daemon.reload, "load_mapping_text", load_then_program_change)
+    monkeypatch.setattr(daemon.control.reload, "load_mapping_text", load_then_program_change)
     edit(path, GOOD_B + "programs: {1: {mapping: other.yaml}}\n")
     assert reloader.poll() is False
     assert settle(reloader) is False
@@ -206,20 +206,20 @@ def _huge(path: Path) -> str:
 def test_a_file_that_is_not_a_small_regular_file_is_refused_by_stat(setup, model, make, caplog, monkeypatch):
     """The live file replaced by a FIFO, /dev/zero, a folder or a 60 MB file: refused
     from the stat inside poll() (no worker started, nothing opened), old mapping kept."""
-    import daemon.reload
+    import daemon.control.reload
 
     path, _, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     before = mapper.mapping
     opened = []
-    monkeypatch.setattr(daemon.reload, "read_mapping_text", lambda p: opened.append(p))
+    monkeypatch.setattr(daemon.control.reload, "read_mapping_text", lambda p: opened.append(p))
     path.unlink()
     needle = make(path)
     done = threading.Event()
     result = []
 
     def run():
-        with caplog.at_level(logging.WARNING, logger="daemon.reload"):
+        with caplog.at_level(logging.WARNING, logger="daemon.control.reload"):
             result.append(reloader.poll())
         done.set()
 
@@ -245,18 +245,18 @@ def test_a_file_that_is_not_a_small_regular_file_is_refused_by_stat(setup, model
 def test_poll_validates_off_the_calling_thread(setup, model, monkeypatch):
     """With background=True (the default) the parse and validation never run on the
     thread that polls (the instrument's control loop)."""
-    import daemon.reload
+    import daemon.control.reload
 
     path, _, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     threads = []
-    real = daemon.reload.load_mapping_text
+    real = daemon.control.reload.load_mapping_text
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(daemon.reload, "load_mapping_text", recording)
+    monkeypatch.setattr(daemon.control.reload, "load_mapping_text", recording)
     edit(path, GOOD_B)
     reloader.poll()
     assert settle(reloader) is True
@@ -266,18 +266,18 @@ def test_poll_validates_off_the_calling_thread(setup, model, monkeypatch):
 def test_sighup_during_a_validation_does_not_wait_for_it(setup, model, monkeypatch):
     """reload_now() while a (slow) validation runs returns at once; the forced reload
     follows once the running one is done."""
-    import daemon.reload
+    import daemon.control.reload
 
     path, _, mapper = setup
     reloader = MappingReloader(path, model, mapper)
     release = threading.Event()
-    real = daemon.reload.load_mapping_text
+    real = daemon.control.reload.load_mapping_text
 
     def slow(*args, **kwargs):
         assert release.wait(30.0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(daemon.reload, "load_mapping_text", slow)
+    monkeypatch.setattr(daemon.control.reload, "load_mapping_text", slow)
     edit(path, GOOD_B)
     assert reloader.poll() is False and reloader.busy
     assert reloader.reload_now() is False and reloader.busy  # returned while the worker is blocked

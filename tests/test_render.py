@@ -54,7 +54,7 @@ def _song(path: Path, *, cc_sweep: bool = False, bend: bool = False, end_ticks: 
 
 
 def _render(args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "daemon.cli", "render", "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "daemon.app.cli", "render", "--no-progress", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
@@ -154,8 +154,8 @@ def test_render_errors_are_one_line(tmp_path, model_dir, case):
 @pytest.mark.parametrize("polyphony,sounding", [(1, (67,)), (None, (60, 64, 67))], ids=["poly-1", "mapping-8"])
 def test_polyphony_option_overrides_the_mapping(tmp_path, model_dir, polyphony, sounding):
     """--polyphony 1 beats the default mapping's 8: of the C major triad only G4 sounds."""
-    from daemon.model import DecoderModel
-    from daemon.render import render_midi
+    from daemon.core.model import DecoderModel
+    from daemon.app.render import render_midi
 
     sr = 48000
     y = render_midi(_song(tmp_path / "song.mid"), DecoderModel(model_dir), sample_rate=sr,
@@ -230,8 +230,8 @@ def test_render_streams_to_the_file_with_memory_independent_of_length(tmp_path):
 
     import mido
 
-    from daemon.model import DecoderModel
-    from daemon.render import StreamWriter, render_midi
+    from daemon.core.model import DecoderModel
+    from daemon.app.render import StreamWriter, render_midi
 
     model = DecoderModel(REPO / "models" / "default")
 

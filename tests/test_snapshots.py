@@ -13,11 +13,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from daemon.engine import Engine  # noqa: E402
+from daemon.core.engine import Engine  # noqa: E402
 from daemon.errors import MappingError  # noqa: E402
-from daemon.mapper import Mapper  # noqa: E402
-from daemon.mapping import load_mapping, load_mapping_text  # noqa: E402
-from daemon.snapshots import apply_snapshot_to_yaml, write_snapshot  # noqa: E402
+from daemon.control.mapper import Mapper  # noqa: E402
+from daemon.control.mapping import load_mapping, load_mapping_text  # noqa: E402
+from daemon.control.snapshots import apply_snapshot_to_yaml, write_snapshot  # noqa: E402
 
 SR = 44100
 MAPPING = """\
@@ -111,7 +111,7 @@ def test_save_current_sound_into_user_copy(model, tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", ["", "version: 1\n", "snapshots:\n", "snapshots:\n  count: 2\n",
                                   "snapshots:\n    slots:\n        4: [0, 0, 0, 0, 0, 0, 0, 0]\n  # end\n"])
 def test_yaml_edit_shapes(model, text):
-    from daemon.mapping import Snapshot
+    from daemon.control.mapping import Snapshot
 
     snap = Snapshot(4, "new", tuple(float(i) for i in range(8)), (("gain_db", -6.0),))
     out = apply_snapshot_to_yaml(text, snap)
@@ -121,7 +121,7 @@ def test_yaml_edit_shapes(model, text):
 
 
 def test_write_refuses_flow_style(model, tmp_path):
-    from daemon.mapping import Snapshot
+    from daemon.control.mapping import Snapshot
 
     p = tmp_path / "m.yaml"
     p.write_text("snapshots: {count: 2}\n")
@@ -174,7 +174,7 @@ def test_recall_glides_through_smoothing(model):
     """A recall is a jump of the target: the latent follows at the smoothing's pace."""
     engine, mapper = rig(model)
     hop = engine.hop_length
-    c = np.exp(-hop / SR / 0.060)  # one-pole coefficient for smoothing 60 ms (daemon.dsp)
+    c = np.exp(-hop / SR / 0.060)  # one-pole coefficient for smoothing 60 ms (daemon.core.dsp)
     mapper.recall_snapshot(0)
     for _ in range(60):
         engine.render(hop)
@@ -207,7 +207,7 @@ def test_morph_needs_both_slots(model):
     ("snapshot.recall", [mido.Message("program_change", program=5)], {"program_change": True}),
 ])
 def test_learn_snapshot_keys(model, tmp_path, target, msgs, expect):
-    from daemon.learn import learn_binding
+    from daemon.control.learn import learn_binding
 
     p = tmp_path / "m.yaml"
     p.write_text(MAPPING)
@@ -222,7 +222,7 @@ def test_learn_snapshot_keys(model, tmp_path, target, msgs, expect):
 
 
 def test_learn_snapshot_into_a_file_without_the_section(model, tmp_path):
-    from daemon.learn import learn_binding
+    from daemon.control.learn import learn_binding
 
     p = tmp_path / "m.yaml"
     p.write_text("version: 1\n")

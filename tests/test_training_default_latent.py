@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.pitch import estimate_f0
+from daemon.core.pitch import estimate_f0
 from training.export import tuned_default_latent
 
 SR, N_FFT = 44100, 4096

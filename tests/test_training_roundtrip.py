@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from daemon.contract import OPTIONAL_KEYS, REQUIRED_KEYS
-from daemon.model import DecoderModel, EncoderModel
+from daemon.core.contract import OPTIONAL_KEYS, REQUIRED_KEYS
+from daemon.core.model import DecoderModel, EncoderModel
 from training.errors import ExportError
 from training.export import export_model, read_metadata
 from training.model import APPEND_OPTIONS
@@ -103,7 +103,7 @@ def test_metadata_complete_and_well_formed(trained, corpus):
 
 def test_fresh_export_loads_through_the_daemons_loader(trained, corpus):
     """The round trip the contract exists for: what the export writes, the daemon's own
-    loader (daemon.model) reads, with the same configuration and the same numbers."""
+    loader (daemon.core.model) reads, with the same configuration and the same numbers."""
     import torch
 
     from training.train import load_checkpoint

@@ -1,4 +1,4 @@
-"""daemon.voices: allocation, stealing, pedal, envelope stages (hop-level logic)."""
+"""daemon.core.voices: allocation, stealing, pedal, envelope stages (hop-level logic)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from daemon.voices import ATTACK, DONE, RELEASE, SUSTAIN, VoiceBank
+from daemon.core.voices import ATTACK, DONE, RELEASE, SUSTAIN, VoiceBank
 
 HOP_MS = 1024 / 48000 * 1000
 

@@ -3,7 +3,7 @@
 Writes ``decoder.onnx`` (input ``z`` [batch, latent_dim] -> output ``magnitude``
 [batch, n_bins]), ``encoder.onnx`` (``magnitude`` -> ``z``, feature append inside the
 graph) and ``config.json``. Both ONNX files carry the metadata of the model contract,
-:mod:`daemon.contract` (the module the runtime's loader validates with; described in
+:mod:`daemon.core.contract` (the module the runtime's loader validates with; described in
 docs/contracts.md): written with ``contract.build_metadata`` and checked with
 ``contract.parse_metadata`` before anything is written. The exported graphs are also run
 in onnxruntime and compared with torch; a difference above ``tolerance`` raises
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon import contract
+from daemon.core import contract
 from daemon.errors import ModelError
 from training.corpus import Corpus, load_corpus
 from training.errors import ExportError, TrainingError
@@ -65,7 +65,7 @@ def tuned_default_latent(model, z: np.ndarray, *, reference_note: int, sample_ra
     one nearest the median latent (in units of the learned range). Returns
     (latent, info) or (None, info) when no frame qualifies.
     """
-    from daemon.pitch import estimate_f0, midi_to_hz
+    from daemon.core.pitch import estimate_f0, midi_to_hz
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(z), min(max_candidates, len(z)), replace=False)

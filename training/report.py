@@ -70,17 +70,21 @@ def plot_reconstructions(x: np.ndarray, y: np.ndarray, sample_rate: int, path: P
     plt.close(fig)
 
 
+def _panels(plt, n: int, cols: int, size: tuple[float, float]):
+    """A figure with ``n`` panels in rows of ``cols`` (the spare ones hidden): the figure
+    and ``[(i, axes)]`` for the ``n`` used ones."""
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for i in range(n, rows * cols):
+        axes[i // cols, i % cols].axis("off")
+    return fig, [(i, axes[i // cols, i % cols]) for i in range(n)]
+
+
 def plot_latents(z: np.ndarray, lo, hi, default, path: Path) -> None:
     plt = _plt()
     d = z.shape[1]
-    cols = 4
-    rows = (d + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
-    for i in range(rows * cols):
-        ax = axes[i // cols, i % cols]
-        if i >= d:
-            ax.axis("off")
-            continue
+    fig, panels = _panels(plt, d, 4, (3.0, 2.4))
+    for i, ax in panels:
         ax.hist(z[:, i], bins=60, color="C0", alpha=0.8)
         ax.axvline(lo[i], color="C3", lw=1)
         ax.axvline(hi[i], color="C3", lw=1)
@@ -99,23 +103,17 @@ def latent_map(model_dir: str | Path, out: str | Path | None = None, *, steps: i
     range (1st to 99th percentile) with the others at the default; a pitch-conditioned
     model is decoded at ``note`` (default: its reference note). What each knob does, for
     performers; the instrument's own loader decodes it, so it is what plays."""
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     plt = _plt()
     dec = DecoderModel(model_dir)
     out = Path(out) if out else Path(model_dir) / "latent_map.png"
     note = float(dec.reference_note if note is None else note)
     d = dec.latent_dim
-    cols = min(4, d)
-    rows = (d + cols - 1) // cols
     freqs = np.arange(dec.n_bins) * dec.sample_rate / dec.n_fft
     keep = freqs >= 30.0
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-    for i in range(rows * cols):
-        ax = axes[i // cols, i % cols]
-        if i >= d:
-            ax.axis("off")
-            continue
+    fig, panels = _panels(plt, d, min(4, d), (3.6, 2.6))
+    for i, ax in panels:
         pos = np.linspace(dec.latent_min[i], dec.latent_max[i], steps)
         z = np.tile(dec.latent_default, (steps, 1)).astype(np.float32)
         z[:, i] = pos

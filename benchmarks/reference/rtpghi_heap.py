@@ -2,7 +2,7 @@
 
 Průša & Holighaus, "Phase vocoder done right", EUSIPCO 2017 (Algorithm 1), written
 from the paper for the benchmarks: it shows what the heap order gives on our signal
-set, so the engine's loop-free version (``daemon.phase``) can be compared with the
+set, so the engine's loop-free version (``daemon.core.phase``) can be compared with the
 algorithm it approximates. Pure Python, ~10–30 ms per frame: never for real time.
 
 Per output frame n (with lookahead 1 the output frame is the previous one):

@@ -1,23 +1,23 @@
 """The live instrument: engine + mapping + MIDI input + audio output, in one process.
 
-``canne run`` starts :mod:`daemon.supervisor`, which runs this module's
+``canne run`` starts :mod:`daemon.app.supervisor`, which runs this module's
 :func:`run_instrument` in a child process and restarts it when the audio
 server goes away (see ``docs/daemon.md``, "Recovery design").
 
 Threads in the instrument process
 ---------------------------------
-- **audio** (PortAudio/JACK): :class:`daemon.audio_output.AudioOutput` pulls
+- **audio** (PortAudio/JACK): :class:`daemon.adapters.audio_output.AudioOutput` pulls
   ``engine.render`` per block (``canne effect``: a duplex stream; the input block is
   copied and ``EffectEngine.process`` turns it into the output block). Nothing else
   happens there.
 - **audio-render** (``canne run``; idle until used): renders ``engine.render`` into a
   ring ahead of the audio thread, which then only copies
-  (:class:`daemon.audio_output.AudioOutput`, "Render ahead"): from the start with
+  (:class:`daemon.adapters.audio_output.AudioOutput`, "Render ahead"): from the start with
   ``--render-ahead N``, or with the default ``auto`` once the audio dropped out
   ``AUTO_AHEAD_XRUNS`` times within a second (then ``AUTO_AHEAD_FRAMES`` ahead).
 - **MIDI backend** (rtmidi/JACK): queues raw messages in rtmidi's C++ ring; no
   Python runs there (the control loop pumps them out every 2 ms).
-- **OSC** (``daemon.osc``, when asked): no thread of its own; its UDP socket
+- **OSC** (``daemon.adapters.osc``, when asked): no thread of its own; its UDP socket
   (127.0.0.1 unless another address is asked for) is drained and parsed by the
   control loop every turn, and the state stream is sent from there.
 - **main / control**: everything else, in one loop that sleeps 2 ms per turn —
@@ -30,15 +30,15 @@ Threads in the instrument process
   stopped in :meth:`Instrument.shutdown`): program changes load the program's model
   and mapping here, off the MIDI path, then switch engine and Mapper under the
   Mapper's lock. Idle otherwise.
-- **supervisor link watcher** (``daemon.supervisor.ChildLink.start_watcher``, started in
+- **supervisor link watcher** (``daemon.app.supervisor.ChildLink.start_watcher``, started in
   :func:`run_instrument` when supervised): reads the supervisor's stop/reload requests
   and only sets the flags the control loop reads.
 - short-lived helpers, one job each: **canne-mapping-validate** (the hot reloader,
-  ``daemon.reload``, reads and validates an edited mapping file; the control loop
+  ``daemon.control.reload``, reads and validates an edited mapping file; the control loop
   applies the result) and **canne-snapshot-save** (``Mapper.store_snapshot(save=True)``,
   OSC ``/canne/snapshot/save``: writes the snapshot into the mapping file).
 
-The latent target has one owner, the Mapper (``Mapper.latents``; see ``daemon.mapper``):
+The latent target has one owner, the Mapper (``Mapper.latents``; see ``daemon.control.mapper``):
 the engine's target is written from it and never read back; the status line shows it.
 
 Start-up follows the measured rules in ``docs/daemon.md`` (*Live audio in Python*): ``sys.setswitchinterval(0.001)``;
@@ -73,6 +73,7 @@ EXIT_WATCHDOG = 75  # the audio callback stopped (audio server gone): restart me
 RELOAD_POLL_S = 0.25
 AUTO_AHEAD_FRAMES = 768  # --render-ahead auto: three 256-frame periods, 16 ms at 48 kHz
 AUTO_AHEAD_XRUNS = 3  # ... switched to after this many xruns within one second
+AUTO_AHEAD_GRACE_S = 3.0  # ... not counting the first seconds (the stream settling)
 DEVICE_WAIT_S = 10.0  # a restarted instrument waits this long for its device (then exit 75)
 DEVICE_POLL_S = 0.2
 
@@ -124,7 +125,7 @@ class Instrument:
 
     def __init__(self, opts: RunOptions, *, link=None) -> None:
         self.opts = opts
-        self.link = link  # daemon.supervisor.ChildLink when supervised
+        self.link = link  # daemon.app.supervisor.ChildLink when supervised
         self.stop_requested = False
         self.reload_requested = False
         self.engine = None
@@ -140,17 +141,17 @@ class Instrument:
     # -- building ---------------------------------------------------------------
     def build(self) -> None:
         """Load the model and mapping, create engine, MIDI and audio (not started)."""
-        from daemon.audio_output import AudioOutput
-        from daemon.engine import Engine
-        from daemon.midi_input import MidiInput
-        from daemon.model import DecoderModel
+        from daemon.adapters.audio_output import AudioOutput
+        from daemon.core.engine import Engine
+        from daemon.adapters.midi_input import MidiInput
+        from daemon.core.model import DecoderModel
 
         opts = self.opts
         model = DecoderModel(opts.model)
         log.info("model %s (%d Hz, %d/%d, latent %d)", model.path, model.sample_rate,
                  model.n_fft, model.hop_length, model.latent_dim)
         # Validate the files before touching hardware, so a typo is reported as such.
-        from daemon.mapping import load_mapping
+        from daemon.control.mapping import load_mapping
 
         mapping = load_mapping(opts.mapping, model) if opts.mapping else None
         # Then the device: the engine renders at the device's rate.
@@ -194,8 +195,8 @@ class Instrument:
         the same Mapper (its 'effect:' section and effect_* knobs)."""
         import numpy as np
 
-        from daemon.effect import EffectControls, EffectEngine, EffectSettings
-        from daemon.model import EncoderModel
+        from daemon.core.effect import EffectControls, EffectEngine, EffectSettings
+        from daemon.core.model import EncoderModel
 
         settings = getattr(mapping, "effect", None) or EffectSettings()
         fx = EffectEngine(model, EncoderModel(model), sample_rate=int(round(self.audio.samplerate)),
@@ -219,7 +220,7 @@ class Instrument:
 
     def _build_mapper(self, model, mapping) -> None:
         """Mapper + program switcher + hot reloader."""
-        from daemon.mapper import Mapper
+        from daemon.control.mapper import Mapper
 
         path = self.opts.mapping
         self.mapper = Mapper(mapping, self.engine)
@@ -284,10 +285,11 @@ class Instrument:
         """Control loop until a stop is requested or the audio watchdog fires."""
         period = self.opts.control_period_s
         midi, mapper, audio, osc = self.midi, self.mapper, self.audio, self.osc
-        tick = getattr(mapper, "tick", None)  # LFOs (daemon.modulation)
+        tick = getattr(mapper, "tick", None)  # LFOs (daemon.control.modulation)
         next_tick = time.monotonic() + RELOAD_POLL_S
         last_callbacks, last_advance = audio.counters.callbacks, time.monotonic()
         last_xruns = audio.counters.xruns
+        started = time.monotonic()  # dropouts while the stream settles do not count (auto)
         ticks = 0
         while not self.stop_requested:
             time.sleep(period)
@@ -324,7 +326,8 @@ class Instrument:
             self._heartbeat(b"H")
             cb = audio.counters.callbacks
             xr = audio.counters.xruns
-            if xr - last_xruns >= AUTO_AHEAD_XRUNS and audio.request_ahead():
+            if (xr - last_xruns >= AUTO_AHEAD_XRUNS and now - started >= AUTO_AHEAD_GRACE_S
+                    and audio.request_ahead()):
                 log.warning("audio: %d dropouts in the last second; rendering %d frames ahead from "
                             "now on (+%.0f ms latency; --render-ahead 0 keeps the lowest latency)",
                             xr - last_xruns, audio.auto_ahead, 1e3 * audio.auto_ahead / audio.samplerate)
@@ -377,7 +380,7 @@ class Instrument:
     def _print_status(self) -> None:
         line = self.status_line()
         console = _console()
-        if console is not None:  # never runs into a log record (daemon/console.py)
+        if console is not None:  # never runs into a log record (daemon/app/console.py)
             console.status(line)
             return
         if sys.stderr.isatty():
@@ -431,7 +434,7 @@ def _make_osc(opts: RunOptions, mapping, mapper, engine):
     cfg = getattr(mapping, "osc", None)
     if opts.osc_port is None and cfg is None:
         return None
-    from daemon.osc import DEFAULT_PORT, LOOPBACK, OscServer
+    from daemon.adapters.osc import DEFAULT_PORT, LOOPBACK, OscServer
 
     port = opts.osc_port if opts.osc_port is not None else cfg.port
     host = opts.osc_host or (cfg.host if cfg is not None else LOOPBACK)
@@ -450,10 +453,10 @@ class ProgramSwitcher:
     ``programs:`` table and calls :meth:`request` from ``handle`` (the control thread,
     Mapper lock held). Then
 
-    1. the model is loaded (``model_loader``, default ``daemon.model.DecoderModel``; a
+    1. the model is loaded (``model_loader``, default ``daemon.core.model.DecoderModel``; a
        model played before is reused) and the mapping re-validated against it
-       (``daemon.mapping.load_mapping``), with no lock held (the slow part);
-    2. under :attr:`daemon.mapper.Mapper.lock`: ``engine.set_model`` (the engine
+       (``daemon.control.mapping.load_mapping``), with no lock held (the slow part);
+    2. under :attr:`daemon.control.mapper.Mapper.lock`: ``engine.set_model`` (the engine
        crossfades at a hop boundary: no audio gap) when the model differs, then
        ``mapper.set_mapping``, which re-sends the Mapper's latent (the one latent target)
        for the new model. No MIDI message is handled between the two.
@@ -498,7 +501,7 @@ class ProgramSwitcher:
             self._thread.join(timeout)
 
     def request(self, prog) -> None:
-        """Switch to ``prog`` (a ``daemon.mapping.Program``): inline, or on the worker."""
+        """Switch to ``prog`` (a ``daemon.control.mapping.Program``): inline, or on the worker."""
         if self._thread is None:
             self._switch(prog)
             return
@@ -533,7 +536,7 @@ class ProgramSwitcher:
 
     def _switch(self, prog) -> None:
         """Load (no lock held), then switch engine and Mapper under the Mapper's lock."""
-        from daemon.mapping import load_mapping
+        from daemon.control.mapping import load_mapping
 
         mapper = self.mapper
         current = mapper.mapping
@@ -564,20 +567,20 @@ class ProgramSwitcher:
 
 
 def _load_decoder(path):
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     return DecoderModel(path)
 
 
 def _make_reloader(path, model, mapper):
     """The mapping helper's hot reloader (polled from the control loop, no thread of its own)."""
-    from daemon.reload import MappingReloader
+    from daemon.control.reload import MappingReloader
 
     return MappingReloader(path, model, mapper)
 
 
 def _console():
-    from daemon import console
+    from daemon.app import console
 
     return console.get()
 
@@ -594,7 +597,7 @@ def _wait_for_device(device, inst, wait_s: float | None = None) -> bool:
     back) instead of exiting at once: the check is cheap (PortAudio re-scanned every
     ``DEVICE_POLL_S``), while a new process costs its whole start-up (about a second).
     False after ``wait_s`` (default ``DEVICE_WAIT_S``) without one, or when asked to stop."""
-    from daemon.audio_output import find_output_device, rescan_devices
+    from daemon.adapters.audio_output import find_output_device, rescan_devices
 
     deadline = time.monotonic() + (DEVICE_WAIT_S if wait_s is None else wait_s)
     said = False
@@ -615,7 +618,7 @@ def _wait_for_device(device, inst, wait_s: float | None = None) -> bool:
 def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) -> int:
     """Run the instrument until SIGINT/SIGTERM; return the process exit code.
 
-    ``link``: the supervisor channel (``daemon.supervisor.ChildLink``), or None.
+    ``link``: the supervisor channel (``daemon.app.supervisor.ChildLink``), or None.
     ``after_sound``: this process restarts an instrument that has played; a
     missing device then means "the audio server is not back yet" (exit 75, the
     supervisor retries) instead of a configuration error (exit 2, never retried).
@@ -679,17 +682,17 @@ def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", p
                     source: str | None = None) -> int:
     """``canne learn``: open the MIDI inputs, wait for the next CC, write the binding.
 
-    The binding logic and the YAML edit are ``daemon.learn``'s; this only wires
+    The binding logic and the YAML edit are ``daemon.control.learn``'s; this only wires
     the ports to it. Returns the exit code.
     """
     import collections
 
-    from daemon.learn import learn_binding, parse_target
-    from daemon.midi_input import MidiInput
+    from daemon.control.learn import learn_binding, parse_target
+    from daemon.adapters.midi_input import MidiInput
 
     model = None
     if model_path and Path(model_path).exists():
-        from daemon.model import DecoderModel
+        from daemon.core.model import DecoderModel
 
         model = DecoderModel(model_path)
     parse_target(target, getattr(model, "latent_dim", None))  # refuse a bad target before waiting

@@ -12,7 +12,7 @@ documents every field for performers.
 ``load_mapping(path, model)`` parses with a safe YAML loader that keeps line numbers,
 checks every field against the model's metadata and returns a frozen ``Mapping``.
 Any problem raises one ``MappingError`` whose one-line message names the file, the
-line, the field, the value and what is allowed. The runtime (``daemon.mapper``) only
+line, the field, the value and what is allowed. The runtime (``daemon.control.mapper``) only
 ever sees the validated form.
 
 Channels are written 1..16 (as musicians count) and stored 0..15 (as mido sends them).
@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from daemon.effect import GAIN_RANGE
-from daemon.engine import PARAMS as ENGINE_PARAMS
+from daemon.core.effect import GAIN_RANGE
+from daemon.core.engine import PARAMS as ENGINE_PARAMS
 from daemon.errors import MappingError
 from daemon.inputfile import format_size, read_input_file, short_path
-from daemon.pitch import PITCH_MODES
+from daemon.core.pitch import PITCH_MODES
 
 __all__ = [
     "Control",
@@ -104,7 +104,7 @@ class _ParamSpec:
 
 def _engine_param(engine_name: str, unit: str, default_range: tuple[float, float],
                   default_curve: str) -> _ParamSpec:
-    """A synthesizer parameter: its limits are the engine's (``daemon.engine.PARAMS``)."""
+    """A synthesizer parameter: its limits are the engine's (``daemon.core.engine.PARAMS``)."""
     _, lo, hi = ENGINE_PARAMS[engine_name]
     return _ParamSpec(engine_name, unit, (lo, hi), default_range, default_curve)
 
@@ -377,7 +377,7 @@ class Mapping:
     params: tuple  # ((engine_param, value), ...) sent once when the mapping starts
     default_takeover: str
     model: Any = field(default=None, compare=False, repr=False)
-    effect: Any = None  # daemon.effect.EffectSettings from the 'effect:' section, or None
+    effect: Any = None  # daemon.core.effect.EffectSettings from the 'effect:' section, or None
     osc: OscSettings | None = None  # the 'osc:' section, or None (OSC off unless asked on the command line)
     snapshots: SnapshotSettings = field(default_factory=SnapshotSettings)
     lfos: tuple = ()  # Lfo, in file order
@@ -417,7 +417,7 @@ def _model_info(model) -> _ModelInfo:
     except (AttributeError, TypeError, ValueError) as exc:
         raise MappingError(
             f"cannot validate a mapping against {model!r}: it lacks model metadata ({exc}); "
-            "pass a daemon.model.DecoderModel"
+            "pass a daemon.core.model.DecoderModel"
         ) from None
     if not (len(info.latent_min) == len(info.latent_max) == len(info.latent_default) == dim):
         raise MappingError(f"model {model!r}: latent_min/max/default must each have latent_dim={dim} values")
@@ -666,7 +666,7 @@ def load_mapping(path, model) -> Mapping:
     ----------
     path : str or Path
         The YAML file.
-    model : daemon.model.DecoderModel (or any object with ``latent_dim``,
+    model : daemon.core.model.DecoderModel (or any object with ``latent_dim``,
         ``latent_min``, ``latent_max``, ``latent_default``, ``reference_note``,
         ``sample_rate``, ``n_fft``)
 
@@ -1261,7 +1261,7 @@ def _effect(ctx: _Ctx, item, info: _ModelInfo):
     """The 'effect:' section (the ANNe effect's starting settings), or None."""
     if item is None:
         return None
-    from daemon.effect import PHASE_SOURCES, SPLIT_PRESETS, EffectSettings, split_sizes
+    from daemon.core.effect import PHASE_SOURCES, SPLIT_PRESETS, EffectSettings, split_sizes
 
     node = item[1]
     sec = ctx.section(node, "effect", ("split", "gains", "mix", "phase", "freeze", "offsets",

@@ -23,7 +23,7 @@ passes the performer's own copy as the file to write and the shipped one as
 
 Targets ``snapshot.recall``, ``snapshot.store`` and ``snapshot.morph`` bind a row of
 snapshot keys (the first note-on, pressed button or program change) or the morph knob
-instead: ``daemon.snapshots.learn_snapshot_key`` (docs/snapshots.md).
+instead: ``daemon.control.snapshots.learn_snapshot_key`` (docs/snapshots.md).
 
 Relative-encoder detection is a guess (signed bit and signed bit 2 send the same
 values in opposite directions); the written line says which it chose.
@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from daemon.errors import MappingError
-from daemon.mapping import PARAMS, load_mapping_text
+from daemon.control.mapping import PARAMS, load_mapping_text
 
 __all__ = [
     "Binding",
@@ -138,7 +138,7 @@ def parse_target(target: str, latent_dim: int | None = None) -> tuple:
             raise MappingError(f"learn target {target!r}: neuron {n} out of range; allowed: 0..{latent_dim - 1}")
         return n, None, None
     key = text.lower().replace("-", "_").replace(" ", "_")
-    if key in _SNAPSHOT_ALIASES:  # a snapshot key row or the morph knob (daemon.snapshots)
+    if key in _SNAPSHOT_ALIASES:  # a snapshot key row or the morph knob (daemon.control.snapshots)
         return None, _SNAPSHOT_ALIASES[key], None
     if key in _PARAM_ALIASES:
         param, unit = _PARAM_ALIASES[key]
@@ -285,7 +285,7 @@ def learn_binding(mapping_path, target: str, message_source, timeout: float = 60
     if write:
         _check_folder(Path(mapping_path).expanduser())
     if param is not None and param.startswith("snapshot."):
-        from daemon.snapshots import learn_snapshot_key
+        from daemon.control.snapshots import learn_snapshot_key
 
         msgs = _first_key(message_source, timeout, clock, param)
         if not msgs:
@@ -445,7 +445,7 @@ def _read_mapping(path: Path, source=None) -> str:
     FIFO or a device in the mapping's place is a one-line MappingError, not a hang."""
     import os
 
-    from daemon.mapping import read_mapping_text
+    from daemon.control.mapping import read_mapping_text
 
     if os.path.lexists(path):
         return read_mapping_text(path)

@@ -1,6 +1,6 @@
 """``canne render SONG.mid -o OUT.wav``: play a MIDI file through the engine, offline.
 
-The same :class:`daemon.engine.Engine` and :class:`daemon.mapper.Mapper` as the live
+The same :class:`daemon.core.engine.Engine` and :class:`daemon.control.mapper.Mapper` as the live
 daemon: notes, CC automation, pitch bend, sustain and program changes all go through
 the mapping. Events take effect at the engine's next hop boundary, exactly as live
 (so timing is quantised to one hop, ~21 ms at 1024/48 kHz). Rendering is
@@ -61,10 +61,10 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     Parameters
     ----------
     midi_path : str or Path
-    model : daemon.model.DecoderModel
+    model : daemon.core.model.DecoderModel
     sample_rate : int
     mapping_path : str or Path, optional
-        YAML mapping (``daemon.mapping.load_mapping``); None: notes, pitch bend
+        YAML mapping (``daemon.control.mapping.load_mapping``); None: notes, pitch bend
         and sustain only, with the model's defaults.
     tail_s : float
         Seconds rendered after the end of the file (for releases); 0 = the file's
@@ -78,11 +78,11 @@ def render_midi(midi_path, model, *, sample_rate: int = 48000, mapping_path=None
     -------
     ndarray [round((file length + tail_s) * sample_rate)] float32 in [-1, 1].
     """
-    from daemon.engine import Engine
-    from daemon.mapper import Mapper
-    from daemon.mapping import load_mapping
-    from daemon.midifile import load_midi_file
-    from daemon.runtime import ProgramSwitcher
+    from daemon.core.engine import Engine
+    from daemon.control.mapper import Mapper
+    from daemon.control.mapping import load_mapping
+    from daemon.adapters.midifile import load_midi_file
+    from daemon.app.runtime import ProgramSwitcher
 
     # regular file <= 2 MiB, format 0/1, <= 1 hour, else one MidiFileError line
     midi = load_midi_file(midi_path)
@@ -287,10 +287,15 @@ def write_wav(path, audio: np.ndarray, sample_rate: int, fmt: str = "pcm16") -> 
     write_audio(path, audio, sample_rate, fmt, 1)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("midi", metavar="SONG.mid", help="MIDI file to play")
+def add_output_argument(p: argparse.ArgumentParser) -> None:
+    """``-o/--output``, shared by ``canne render`` and ``canne process``."""
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav",
                    help="file to write; the extension picks the format: .wav, .flac, .ogg, .aif/.aiff")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("midi", metavar="SONG.mid", help="MIDI file to play")
+    add_output_argument(p)
     p.add_argument("--model", default=None, metavar="DIR|NAME",
                    help="model folder, decoder.onnx or name (default: 'default': yours, else the shipped one)")
     p.add_argument("--mapping", default=None, metavar="YAML|NAME",
@@ -316,7 +321,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import time
 
-    from daemon.model import DecoderModel
+    from daemon.core.model import DecoderModel
 
     if not 8000 <= args.sample_rate <= 384000:
         raise CanneError(f"--sample-rate {args.sample_rate}: must be 8000..384000 Hz")
@@ -325,7 +330,7 @@ def run(args) -> int:
     check_output(args.output, args.format, args.channels)  # before any rendering
     spectrogram = getattr(args, "spectrogram", None)
     if spectrogram:
-        from daemon.pictures import check_png
+        from daemon.adapters.pictures import check_png
 
         check_png(spectrogram)
     model = DecoderModel(paths.find_model(args.model) if args.model else paths.default_model())
@@ -358,7 +363,7 @@ def run(args) -> int:
     print(f"wrote {args.output}: {dur:.2f} s at {args.sample_rate} Hz, {args.channels} ch, peak {peak_db:.1f} dBFS, "
           f"rendered in {elapsed:.2f} s ({dur / max(elapsed, 1e-9):.1f}x real time)")
     if spectrogram:
-        from daemon.pictures import spectrogram_png
+        from daemon.adapters.pictures import spectrogram_png
 
         spectrogram_png(spectrogram, audio, args.sample_rate, title=Path(args.midi).name)
         print(f"wrote {spectrogram}")

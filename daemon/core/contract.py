@@ -1,6 +1,6 @@
 """The model contract: what a ``decoder.onnx`` carries, in one place (docs/contracts.md).
 
-Both sides use this module: the daemon's loader (:class:`daemon.model.DecoderModel`)
+Both sides use this module: the daemon's loader (:class:`daemon.core.model.DecoderModel`)
 parses and validates with :func:`parse_metadata` and :func:`check_decoder_inputs`, and
 the training export (``training/export.py``) writes with :func:`build_metadata` and
 checks what it wrote with :func:`parse_metadata` before anything leaves the

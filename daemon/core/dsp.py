@@ -45,7 +45,7 @@ def stft_magnitude(x: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """|STFT| with the periodic Hann window, no padding.
 
     Frame ``n`` covers samples ``[n*hop, n*hop + n_fft)`` of ``x``; this is the
-    framing :func:`daemon.phase.reconstruct` inverts. Returns [frames, n_fft//2+1].
+    framing :func:`daemon.core.phase.reconstruct` inverts. Returns [frames, n_fft//2+1].
     """
     x = np.asarray(x, dtype=np.float64)
     if x.size < n_fft:
@@ -60,9 +60,9 @@ class OverlapAdd:
 
     Works in float32 (complex64 spectra, float32 accumulators): ~1e-7 relative
     error, several times faster than float64. Spectra are given *signed*: with
-    phase measured from the window centre (the convention of :mod:`daemon.phase`)
+    phase measured from the window centre (the convention of :mod:`daemon.core.phase`)
     times ``(-1)**m`` (:attr:`sign`, a circular shift of ``n_fft/2``), which is the
-    frame-start phase the inverse FFT expects; :meth:`daemon.phase.RTPGHI.write_frame`
+    frame-start phase the inverse FFT expects; :meth:`daemon.core.phase.RTPGHI.write_frame`
     writes them so.
 
     Parameters

@@ -9,8 +9,8 @@ Per hop (``hop_length`` samples at the output rate):
 3. the frame is loudness-normalised (the decoder's frames are per-frame
    normalised, so the engine sets a fixed RMS per voice, ``-20 dBFS`` at full
    velocity and ``gain_db = 0``) and moved to each voice's note
-   (:mod:`daemon.pitch`);
-4. phase per voice by streaming RTPGHI (:mod:`daemon.phase`), inverse FFT,
+   (:mod:`daemon.core.pitch`);
+4. phase per voice by streaming RTPGHI (:mod:`daemon.core.phase`), inverse FFT,
    synthesis window, overlap-add per voice;
 5. each voice times its velocity x envelope gain, interpolated per sample from
    hop to hop (no zipper noise), summed; master gain (``gain_db``, ramped);
@@ -23,7 +23,7 @@ the caller asks for.
 
 Output rate: the model's ``n_fft`` and ``hop_length`` are used *at the output
 rate*; the rate ratio is folded into the pitch stage's frequency mapping (see
-:mod:`daemon.pitch`), so a 44.1 kHz model plays in tune on a 48 kHz device.
+:mod:`daemon.core.pitch`), so a 44.1 kHz model plays in tune on a 48 kHz device.
 Hops are then ``hop_length / sample_rate`` s long.
 
 Latency: ``hop_length * (1 + lookahead)`` samples from a control event to the
@@ -41,7 +41,7 @@ note-off in the same overflow cancel; a held key gets its note-off) — and appl
 oldest key first, at the next hops; an all-notes-off drops what is pending. Other events
 (knobs, pedal, bend, parameters) are all applied in order each hop (cheap; the latest
 value per target is what remains). Rendered voices are capped at the polyphony,
-releases included (:mod:`daemon.voices`). ``stats.cpu_load`` is the render time of the
+releases included (:mod:`daemon.core.voices`). ``stats.cpu_load`` is the render time of the
 hops over their duration (about the last second), measured here, where the work is.
 """
 
@@ -54,10 +54,10 @@ import time
 
 import numpy as np
 
-from daemon.dsp import DCBlocker, OverlapAdd, SafetyLimiter, one_pole_coefficient
-from daemon.phase import RTPGHI
-from daemon.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
-from daemon.voices import VoiceBank
+from daemon.core.dsp import DCBlocker, OverlapAdd, SafetyLimiter, one_pole_coefficient
+from daemon.core.phase import RTPGHI
+from daemon.core.pitch import PITCH_MODES, PitchStage, estimate_f0, midi_to_hz
+from daemon.core.voices import VoiceBank
 
 __all__ = ["Engine", "EngineStats", "HopSettings", "Ev", "PARAMS", "NOTE_EVENTS_PER_HOP", "NOTE_ONS_PER_HOP"]
 
@@ -465,6 +465,35 @@ class _Core:
                     out += fp
         return out
 
+    def _prime_new_voices(self, n: int, pitched, gain, hint) -> None:
+        """New voices start as if their frame had been held (full level at once; the
+        envelope attack is the declick): phase and overlap-add primed with ``n_prime``
+        frames. New voices sit in runs of neighbouring rows (a chord, a flood: the rows
+        appended this hop); each run is primed in one batch of calls, not one per voice
+        (the stages work row by row, so the result is the same)."""
+        voices = self.voices.voices
+        i = 0
+        while i < n:
+            if voices[i].primed:
+                i += 1
+                continue
+            j = i
+            while j < n and not voices[j].primed:
+                v = voices[j]
+                v.primed = True
+                self.phase.reset(j)
+                self.ola.reset(j)
+                if self.n_prime:
+                    self.phase.prime(j, pitched[j], self.n_prime, None if hint is None else hint[j])
+                j += 1
+            if self.n_prime:
+                run = slice(i, j)
+                for _ in range(self.n_prime):
+                    self.phase.execute_frame(pitched, self.spec, gain, rows=run, advance=False,
+                                             freq_hint=hint)
+                    self.ola.push_rows(self.spec, run)
+            i = j
+
     def pull(self, hs: HopSettings, stats: EngineStats, dst: np.ndarray) -> None:
         """Add ``len(dst)`` samples of this core's output to ``dst``."""
         i = 0
@@ -484,7 +513,7 @@ class Engine:
 
     Parameters
     ----------
-    model : daemon.model.DecoderModel
+    model : daemon.core.model.DecoderModel
     sample_rate : int
         Output rate in Hz.
     polyphony : int

@@ -8,7 +8,7 @@ from the audio callback); ``set_mapping`` (hot reload) may come from another thr
 swaps the whole mapping at once, re-arming soft takeover.
 
 Program changes: the Mapper finds the program in the ``programs:`` table and hands it
-to ``on_program`` (the owner's program switcher, ``daemon.runtime.ProgramSwitcher``,
+to ``on_program`` (the owner's program switcher, ``daemon.app.runtime.ProgramSwitcher``,
 which loads the model and mapping off the MIDI path and switches engine and Mapper
 under :attr:`Mapper.lock`). The Mapper never loads a model itself. Without an
 ``on_program`` a program change only recalls a snapshot (``snapshots.program_change``).
@@ -40,9 +40,9 @@ import threading
 import time
 from pathlib import Path
 
-from daemon.engine import PARAMS as ENGINE_PARAMS
-from daemon.mapping import PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping_text
-from daemon.modulation import ClockFollower, LfoBank
+from daemon.core.engine import PARAMS as ENGINE_PARAMS
+from daemon.control.mapping import PARAMS, Control, Mapping, Program, Snapshot, decode_relative, load_mapping_text
+from daemon.control.modulation import ClockFollower, LfoBank
 
 __all__ = ["Mapper", "TAKEOVER_TOLERANCE", "SNAPSHOT_PARAMS"]
 
@@ -108,14 +108,14 @@ class Mapper:
 
     Parameters
     ----------
-    mapping : daemon.mapping.Mapping
+    mapping : daemon.control.mapping.Mapping
         From ``load_mapping(path, model)``; ``mapping.model`` is the model the engine
         plays now.
-    engine : daemon.engine.Engine
+    engine : daemon.core.engine.Engine
         Anything with the Engine control API of docs/contracts.md.
     on_program : callable(Program), optional
         Called (under :attr:`lock`, from ``handle``) with the program a program change
-        names; it switches model and mapping (``daemon.runtime.ProgramSwitcher``
+        names; it switches model and mapping (``daemon.app.runtime.ProgramSwitcher``
         attaches itself here). May also be set later.
     apply_initial : bool
         Send the mapping's initial latent, params and note settings to the engine now.
@@ -194,7 +194,7 @@ class Mapper:
         where they differ from the previous mapping's (an edit is heard; an unrelated
         edit does not reset what the knobs did). A model different from the current
         one re-initialises the latent (the caller must also ``engine.set_model`` it, under
-        :attr:`lock`, as ``daemon.runtime.ProgramSwitcher`` does).
+        :attr:`lock`, as ``daemon.app.runtime.ProgramSwitcher`` does).
 
         ``if_same_source=True`` (hot reload): swap only if the mapping in force still
         comes from the same file and was validated against the same model as
@@ -321,7 +321,7 @@ class Mapper:
         return None
 
     # ------------------------------------------------------------------ OSC-style direct control
-    # (daemon.osc calls these from the control loop; each may raise ValueError on a bad value)
+    # (daemon.adapters.osc calls these from the control loop; each may raise ValueError on a bad value)
     def set_latent(self, index: int, value: float) -> None:
         """Move latent neuron ``index`` to ``value`` (as a knob in 'jump' mode would)."""
         value = float(value)
@@ -402,7 +402,7 @@ class Mapper:
         """Write snapshot ``slot`` into the mapping file (a shipped mapping: into the user's
         copy, see daemon/paths.py); returns the file written, or None (logged)."""
         from daemon import paths
-        from daemon.snapshots import write_snapshot
+        from daemon.control.snapshots import write_snapshot
 
         snap = self._snapshots.get(int(slot))
         mapping = self._state.mapping

@@ -14,7 +14,7 @@ EXIT_CONFIG = 2
 
 # -- render (engine helper) -----------------------------------------------------------
 def add_render_parser(sub) -> None:
-    from daemon import render
+    from daemon.app import render
 
     p = sub.add_parser("render", parents=[_log_parent()], help="render a MIDI file to WAV/FLAC through the engine",
                        description="Play a MIDI file (notes, CC automation, pitch bend, sustain, program "
@@ -25,7 +25,7 @@ def add_render_parser(sub) -> None:
 
 
 def cmd_render(args) -> int:
-    from daemon import render
+    from daemon.app import render
 
     return render.run(args)
 
@@ -163,7 +163,7 @@ def cmd_effect(args) -> int:
 
 
 def add_process_parser(sub) -> None:
-    from daemon import process
+    from daemon.app import process
 
     p = sub.add_parser("process", parents=[_log_parent()],
                        help="the ANNe effect on a sound file, offline",
@@ -184,7 +184,7 @@ def _port(text: str) -> int:
 
 
 def _run_options(args):
-    from daemon.runtime import RunOptions
+    from daemon.app.runtime import RunOptions
 
     return RunOptions(
         model=resolve_model(args.model),
@@ -212,16 +212,16 @@ def cmd_run(args) -> int:
 
 def _supervised(args, command: str) -> int:
     """``canne run`` / ``canne effect``: here (the child, or --no-supervisor), or under the
-    supervisor, which starts ``python -m daemon.cli COMMAND --child ...``."""
+    supervisor, which starts ``python -m daemon.app.cli COMMAND --child ...``."""
     if args.child or args.no_supervisor:
         return _run_instrument_here(args)
-    from daemon.supervisor import Supervisor
+    from daemon.app.supervisor import Supervisor
 
     argv = list(args.argv)
     child_args = argv[argv.index(command) + 1:] if command in argv else []
     child_args = ["--log-level", args.log_level, *child_args]
     return Supervisor(child_args, watchdog_s=args.watchdog,
-                      command=[sys.executable, "-m", "daemon.cli", command]).run()
+                      command=[sys.executable, "-m", "daemon.app.cli", command]).run()
 
 
 def _run_instrument_here(args) -> int:
@@ -232,8 +232,8 @@ def _run_instrument_here(args) -> int:
     """
     import os
 
-    from daemon import console as console_mod
-    from daemon.supervisor import ENV_AFTER_SOUND, ChildLink
+    from daemon.app import console as console_mod
+    from daemon.app.supervisor import ENV_AFTER_SOUND, ChildLink
 
     console = console_mod.get()
     if console is not None and args.log_level != "DEBUG":
@@ -241,7 +241,7 @@ def _run_instrument_here(args) -> int:
     code = EXIT_CONFIG
     try:
         link = ChildLink.from_stdio() if args.child else None
-        from daemon.runtime import run_instrument
+        from daemon.app.runtime import run_instrument
 
         opts = _run_options(args)
         code = run_instrument(opts, link=link, after_sound=args.child and os.environ.get(ENV_AFTER_SOUND) == "1")
@@ -265,8 +265,8 @@ def add_devices_parser(sub) -> None:
 
 
 def cmd_devices(args) -> int:  # noqa: ARG001
-    from daemon.audio_output import list_audio_devices
-    from daemon.midi_input import list_midi_inputs
+    from daemon.adapters.audio_output import list_audio_devices
+    from daemon.adapters.midi_input import list_midi_inputs
 
     print("MIDI inputs (use --midi-api API --midi-in SUBSTR):")
     for api, ports in list_midi_inputs():
@@ -346,7 +346,7 @@ def learn_destination(spec: str | None) -> tuple[str, str | None, str | None]:
 
 
 def cmd_learn(args) -> int:
-    from daemon.runtime import learn_from_midi
+    from daemon.app.runtime import learn_from_midi
 
     path, source, note = learn_destination(args.mapping)
     if note:
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    from daemon import console
+    from daemon.app import console
 
     console.install(getattr(logging, args.log_level))
     try:

@@ -11,7 +11,7 @@ Nothing here blocks the caller for more than a ``stat``: ``poll()`` is called fr
 instrument's control loop (every 0.25 s), so
 
 - a path that is not a regular file (a FIFO, ``/dev/zero``, a folder) or is larger
-  than ``daemon.mapping.MAX_MAPPING_BYTES`` is refused from the ``stat`` alone, before
+  than ``daemon.control.mapping.MAX_MAPPING_BYTES`` is refused from the ``stat`` alone, before
   anything opens it;
 - reading and validating happen on a short-lived worker thread (``background=True``,
   the default); the next ``poll()`` applies the result on the caller's thread.
@@ -19,7 +19,7 @@ instrument's control loop (every 0.25 s), so
   ``background=False`` validates inline (simple scripts).
 
 It has no polling thread of its own: the caller's loop calls ``poll()`` (the
-instrument's control loop every ``daemon.runtime.RELOAD_POLL_S``). After a program
+instrument's control loop every ``daemon.app.runtime.RELOAD_POLL_S``). After a program
 change switches to another mapping file, the reloader follows the Mapper and watches
 that file, validated against the model the Mapper plays now.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from daemon.errors import CanneError, MappingError
 from daemon.inputfile import check_stat, short_path
-from daemon.mapping import MAX_MAPPING_BYTES, load_mapping_text, read_mapping_text
+from daemon.control.mapping import MAX_MAPPING_BYTES, load_mapping_text, read_mapping_text
 
 __all__ = ["MappingReloader"]
 
@@ -50,7 +50,7 @@ class MappingReloader:
     model : DecoderModel
         The model to validate against when no Mapper is given (otherwise the
         Mapper's current model).
-    mapper : daemon.mapper.Mapper, optional
+    mapper : daemon.control.mapper.Mapper, optional
         Receives ``set_mapping(new)``.
     background : bool
         Read and validate on a worker thread (default); ``poll()`` then only stats

@@ -1,6 +1,6 @@
 """``canne process IN.wav -o OUT.wav``: the ANNe effect on a sound file, offline.
 
-The same :class:`daemon.effect.EffectEngine` as the live effect, fed hop by hop; the
+The same :class:`daemon.core.effect.EffectEngine` as the live effect, fed hop by hop; the
 output is aligned with the input (the effect's latency of ``n_fft`` samples is taken
 off) and as long as the input. Multichannel input is mixed to mono; the output is at
 the input's rate. Settings come from the mapping's ``effect:`` section (if any) and
@@ -34,7 +34,7 @@ def _floats(text: str, what: str) -> list[float]:
 def process_audio(x: np.ndarray, sample_rate: int, decoder, encoder, settings=None, *,
                   block: int = 4096, progress=None) -> np.ndarray:
     """Run the effect over mono ``x``; returns float32 of the same length, latency removed."""
-    from daemon.effect import EffectEngine
+    from daemon.core.effect import EffectEngine
 
     eng = EffectEngine(decoder, encoder, sample_rate=sample_rate, settings=settings)
     lat = eng.latency_samples
@@ -80,9 +80,10 @@ def read_input(path) -> tuple[np.ndarray, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from daemon.app.render import add_output_argument
+
     p.add_argument("input", metavar="IN.wav", help="sound file to process (WAV, FLAC, ...)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.wav",
-                   help="file to write; the extension picks the format: .wav, .flac, .ogg, .aif/.aiff")
+    add_output_argument(p)
     p.add_argument("--model", default=None, metavar="DIR|NAME",
                    help="model folder with encoder.onnx and decoder.onnx (default: 'anne')")
     p.add_argument("--mapping", default=None, metavar="YAML|NAME",
@@ -102,7 +103,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args, base=None):
-    from daemon.effect import SPLIT_PRESETS, EffectSettings
+    from daemon.core.effect import SPLIT_PRESETS, EffectSettings
 
     s = base or EffectSettings()
     if args.split is not None:
@@ -110,7 +111,7 @@ def settings_from_args(args, base=None):
     if args.gains is not None:
         s.gains = _floats(args.gains, "--gains")
     elif args.split is not None:
-        from daemon.effect import split_sizes
+        from daemon.core.effect import split_sizes
 
         try:
             s.gains = [1.0] * len(split_sizes(64, s.split))
@@ -126,8 +127,8 @@ def settings_from_args(args, base=None):
 
 
 def run(args) -> int:
-    from daemon.model import DecoderModel, EncoderModel
-    from daemon.render import _progress, check_output, write_audio
+    from daemon.core.model import DecoderModel, EncoderModel
+    from daemon.app.render import _progress, check_output, write_audio
 
     check_output(args.output, args.format, args.channels)
     x, sr = read_input(args.input)
@@ -135,7 +136,7 @@ def run(args) -> int:
     encoder = EncoderModel(decoder)
     base = None
     if args.mapping:
-        from daemon.mapping import load_mapping
+        from daemon.control.mapping import load_mapping
 
         base = getattr(load_mapping(paths.find_mapping(args.mapping), decoder), "effect", None)
     settings = settings_from_args(args, base)

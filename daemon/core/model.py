@@ -1,6 +1,6 @@
 """Decoder model: an ONNX ``decoder.onnx`` run with onnxruntime, validated metadata.
 
-The contract is :mod:`daemon.contract` (described in ``docs/contracts.md``): input
+The contract is :mod:`daemon.core.contract` (described in ``docs/contracts.md``): input
 ``z`` float32 [batch, latent_dim] (format 2 adds ``pitch`` float32 [batch, 1], a MIDI
 note number), output float32 [batch, n_fft//2 + 1], configuration in ``metadata_props``.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon import contract
-from daemon.contract import REQUIRED_KEYS, SUPPORTED_FORMAT_VERSIONS
+from daemon.core import contract
+from daemon.core.contract import REQUIRED_KEYS, SUPPORTED_FORMAT_VERSIONS
 from daemon.errors import ModelError, ModelNotFoundError
 
 __all__ = ["DecoderModel", "EncoderModel", "REQUIRED_KEYS", "SUPPORTED_FORMAT_VERSIONS"]
@@ -61,7 +61,7 @@ class DecoderModel:
     reference_note : int
     metadata : dict
         Parsed metadata (JSON values decoded).
-    config : daemon.contract.ModelConfig
+    config : daemon.core.contract.ModelConfig
         The validated configuration these attributes come from.
     path : Path
         The ``.onnx`` file.
@@ -113,7 +113,7 @@ class DecoderModel:
 
     # ------------------------------------------------------------------ metadata
     def _validate(self, raw: dict) -> dict:
-        """Check ``raw`` against the contract (daemon.contract) and set the attributes."""
+        """Check ``raw`` against the contract (daemon.core.contract) and set the attributes."""
         cfg = contract.parse_metadata(raw, self.path)
         self.config = cfg
         self.sample_rate, self.n_fft, self.hop_length = cfg.sample_rate, cfg.n_fft, cfg.hop_length

@@ -52,7 +52,7 @@ import math
 
 import numpy as np
 
-from daemon.dsp import OverlapAdd, stft_magnitude  # stft_magnitude: re-exported (reconstruct's framing)
+from daemon.core.dsp import OverlapAdd, stft_magnitude  # stft_magnitude: re-exported (reconstruct's framing)
 
 __all__ = ["RTPGHI", "reconstruct", "stft_magnitude", "HANN_GAMMA"]
 
@@ -256,7 +256,7 @@ class RTPGHI:
         The one place magnitude and phase become the complex frame, from the last
         :meth:`execute`. ``(-1)**m`` (exact) is the circular shift of ``n_fft/2`` from
         the centre-phase convention to the frame-start one that the inverse FFT of
-        :class:`daemon.dsp.OverlapAdd` expects (its spectra are given signed).
+        :class:`daemon.core.dsp.OverlapAdd` expects (its spectra are given signed).
         ``gain``: a Python float (multiplied in float32) or a float64 array [rows]
         (one gain per row, multiplied in float64, then rounded to float32).
         """

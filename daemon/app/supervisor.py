@@ -5,7 +5,7 @@ stream, PortAudio stops calling back and its ``stop()``/``close()`` block
 forever; PortAudio also enumerates devices only once per process. The only
 reliable recovery is a fresh process. So ``canne run`` is this small
 supervisor (no numpy, no onnxruntime, no audio, no MIDI) and the instrument
-runs in a child (``python -m daemon.cli run --child ...``).
+runs in a child (``python -m daemon.app.cli run --child ...``).
 
 The channel (portable: plain pipes on the child's stdin and stdout, read by
 blocking reads on threads; no ``pass_fds``, no ``select`` — both unavailable
@@ -77,7 +77,7 @@ class Supervisor:
         Arguments for ``canne run`` in the child (without ``--child``).
     command : list of str
         The child's command before ``--child`` and ``child_args``
-        (default ``python -m daemon.cli run``; tests substitute a scripted child).
+        (default ``python -m daemon.app.cli run``; tests substitute a scripted child).
     healthy_reset_s : float
         A child that played this long (ready, callbacks advancing) resets the
         restart delay to its minimum.
@@ -101,7 +101,7 @@ class Supervisor:
         command: list[str] | None = None,
     ) -> None:
         self.child_args = list(child_args)
-        self.command = list(command or [sys.executable, "-m", "daemon.cli", "run"])
+        self.command = list(command or [sys.executable, "-m", "daemon.app.cli", "run"])
         self.watchdog_s = watchdog_s
         self.startup_timeout_s = startup_timeout_s
         self.min_backoff_s = min_backoff_s

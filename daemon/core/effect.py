@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daemon.dsp import OverlapAdd, SafetyLimiter, hann
+from daemon.core.dsp import OverlapAdd, SafetyLimiter, hann
 
 __all__ = ["EffectSettings", "EffectEngine", "EffectControls", "SPLIT_PRESETS", "PHASE_SOURCES", "split_sizes"]
 
@@ -105,8 +105,8 @@ class EffectEngine:
 
     Parameters
     ----------
-    decoder : daemon.model.DecoderModel
-    encoder : daemon.model.EncoderModel
+    decoder : daemon.core.model.DecoderModel
+    encoder : daemon.core.model.EncoderModel
     sample_rate : int
         Stream rate (Hz).
     settings : EffectSettings, optional
@@ -156,7 +156,7 @@ class EffectEngine:
         for k, v in settings.offsets.items():
             offset[int(k)] = float(v)
         if settings.phase == "rtpghi" and self._phase is None:
-            from daemon.phase import RTPGHI
+            from daemon.core.phase import RTPGHI
 
             self._phase = RTPGHI(self.n_fft, self.hop, 1, 0, seed=self._seed)
         self._plan = (gain, offset, bool(settings.freeze), float(settings.mix), settings.phase,
@@ -258,7 +258,7 @@ class EffectEngine:
 
     def _track_pitch(self, frame: np.ndarray) -> None:
         """Fundamental of the input frame -> the decoder's pitch (held when none found)."""
-        from daemon.pitch import estimate_f0
+        from daemon.core.pitch import estimate_f0
 
         bin_hz = self.sample_rate / self.n_fft
         f = estimate_f0(frame, bin_hz, fmin=40.0, fmax=2100.0)
@@ -270,7 +270,7 @@ class EffectEngine:
 
 class EffectControls:
     """The synthesizer engine's control API over an :class:`EffectEngine`, so the same
-    :class:`daemon.mapper.Mapper` (and mapping files) drive the effect: knobs bound to
+    :class:`daemon.control.mapper.Mapper` (and mapping files) drive the effect: knobs bound to
     ``effect_gain_<k>``, ``effect_mix`` and ``effect_freeze`` act; notes, bend, sustain,
     latent knobs and the synthesizer's parameters have nothing to act on here and are
     ignored."""

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from daemon.errors import MappingError
-from daemon.learn import _last_line, _read_mapping, write_mapping_text
-from daemon.mapping import PARAMS, Snapshot, load_mapping_text
+from daemon.control.learn import _last_line, _read_mapping, write_mapping_text
+from daemon.control.mapping import PARAMS, Snapshot, load_mapping_text
 
 __all__ = ["apply_snapshot_to_yaml", "write_snapshot", "snapshot_yaml", "SNAPSHOT_TARGETS",
            "SnapshotKeyBinding", "detect_snapshot_key", "apply_snapshot_key_to_yaml", "learn_snapshot_key"]
@@ -104,11 +104,18 @@ def write_snapshot(path, snap: Snapshot, *, model=None, source=None) -> str:
     """Write ``snap`` into the mapping at ``path`` (read from ``source`` while ``path``
     does not exist: the shipped mapping a user copy starts from); validated against
     ``model`` first, written atomically. Returns the new text."""
+    return _rewrite_mapping(path, source, model, f"snapshot {snap.slot}", "snapshot",
+                            lambda text: apply_snapshot_to_yaml(text, snap))
+
+
+def _rewrite_mapping(path, source, model, label: str, what: str, edit, hint: str = "") -> str:
+    """Read the mapping (``path``, or ``source`` while ``path`` does not exist), apply
+    ``edit`` to its text, validate the result against ``model`` and write it atomically."""
     path = Path(path).expanduser()
     if not path.parent.is_dir():
-        raise MappingError(f"snapshot: folder {path.parent} does not exist")
-    new = apply_snapshot_to_yaml(_read_mapping(path, source), snap)
-    write_mapping_text(path, new, model, f"snapshot {snap.slot}")
+        raise MappingError(f"{what}: folder {path.parent} does not exist{hint}")
+    new = edit(_read_mapping(path, source))
+    write_mapping_text(path, new, model, label)
     return new
 
 
@@ -215,9 +222,7 @@ def apply_snapshot_key_to_yaml(text: str, b: SnapshotKeyBinding) -> str:
 def learn_snapshot_key(mapping_path, target: str, messages, *, model=None, source=None) -> SnapshotKeyBinding:
     """Bind the first suitable message of ``messages`` to ``target`` and write the file."""
     b = detect_snapshot_key(messages, target)
-    path = Path(mapping_path).expanduser()
-    if not path.parent.is_dir():
-        raise MappingError(f"learn: folder {path.parent} does not exist; create it or give another --mapping path")
-    new = apply_snapshot_key_to_yaml(_read_mapping(path, source), b)
-    write_mapping_text(path, new, model, f"learn: {b.describe()}")
+    _rewrite_mapping(mapping_path, source, model, f"learn: {b.describe()}", "learn",
+                     lambda text: apply_snapshot_key_to_yaml(text, b),
+                     "; create it or give another --mapping path")
     return b
