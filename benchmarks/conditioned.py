@@ -377,7 +377,7 @@ def main(argv=None) -> int:
         out["knobs"] = knobs(model)
         print("knobs:", json.dumps(out["knobs"]), flush=True)
     corpus = None
-    if Path(args.corpus).is_dir() and not {"recon", "register"} <= skip:
+    if Path(args.corpus).is_dir() and not {"knobs", "recon", "register"} <= skip:
         from training.corpus import load_corpus
 
         corpus = load_corpus(args.corpus)
