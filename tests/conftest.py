@@ -71,3 +71,18 @@ def model_dir(model):
 def rng():
     """A seeded numpy Generator (the same numbers in every run)."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def offline_audio(monkeypatch):
+    """``make(render, inputs=0, **kw)``: an ``AudioOutput`` without a device (the device
+    lookup replaced by a fixed 48 kHz description); drive its ``_callback`` directly."""
+    import daemon.adapters.audio_output as ao
+
+    def make(render, inputs: int = 0, **kw):
+        fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": inputs,
+                "default_samplerate": 48000.0}
+        monkeypatch.setattr(ao, "find_output_device", lambda spec: fake)
+        return ao.AudioOutput(render, **kw)
+
+    return make

@@ -30,15 +30,9 @@ class Ramp:
 
 
 @pytest.fixture
-def offline(monkeypatch):
-    import daemon.adapters.audio_output as ao
-
-    fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 0,
-            "default_samplerate": float(RATE)}
-    monkeypatch.setattr(ao, "find_output_device", lambda spec: fake)
-
+def offline(offline_audio):
     def make(render, **kw):
-        out = ao.AudioOutput(render, **kw)
+        out = offline_audio(render, **kw)
         out._gain = out._target = 1.0  # no fade: the samples pass unchanged
         return out
 
@@ -111,13 +105,8 @@ def test_render_errors_in_the_producer_play_silence_and_are_reported(offline):
     assert out.counters.underruns >= 1 and "boom" in out.last_error
 
 
-def test_the_duplex_stream_never_renders_ahead(offline, monkeypatch):
-    import daemon.adapters.audio_output as ao
-
-    fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 1,
-            "default_samplerate": float(RATE)}
-    monkeypatch.setattr(ao, "find_output_device", lambda spec: fake)
-    out = ao.AudioOutput(Ramp(), ahead=768, input_channels=1)
+def test_the_duplex_stream_never_renders_ahead(offline_audio):
+    out = offline_audio(Ramp(), inputs=1, ahead=768, input_channels=1)
     assert out.ahead == 0  # the effect renders from the input block it is given
 
 

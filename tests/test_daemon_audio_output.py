@@ -28,18 +28,9 @@ class Sine:
 
 
 @pytest.fixture
-def offline(monkeypatch):
-    """Build AudioOutput without a device (device lookup replaced by a fixed description)."""
-    import daemon.adapters.audio_output as ao
-
-    fake = {"index": 0, "name": "test", "hostapi": "none", "outputs": 2, "inputs": 0,
-            "default_samplerate": float(RATE)}
-    monkeypatch.setattr(ao, "find_output_device", lambda spec: fake)
-
-    def make(render, **kw):
-        return ao.AudioOutput(render, **kw)
-
-    return make
+def offline(offline_audio):
+    """Build AudioOutput without a device (conftest's ``offline_audio``)."""
+    return offline_audio
 
 
 def _pull(out: AudioOutput, frames: int, blocks: int, channels: int = 2) -> np.ndarray:
