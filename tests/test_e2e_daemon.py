@@ -71,9 +71,12 @@ class Rig:
         self.recorder.connect_from("PortAudio", timeout=30)
 
     def reopen_clients(self):
-        """After a server restart: new recorder and MIDI port on the new server."""
-        self.recorder = Recorder(self.server, name="e2e-rec")
+        """After a server restart: new MIDI port and recorder on the new server. The rtmidi
+        port first: python-rtmidi opens its JACK client holding the GIL, and with this
+        process's recorder (a Python JACK callback) already active the server would wait
+        seconds for that callback."""
         self.sender = MidiSender(CTL)
+        self.recorder = Recorder(self.server, name="e2e-rec")
 
     def record(self, seconds: float) -> np.ndarray:
         mark = self.recorder.mark()
@@ -259,7 +262,8 @@ def test_jack_server_killed_and_restarted_gets_sound_back(rig):
     exits = [ln for ln in rig.daemon.lines[n_lines:] if "exited with code" in ln]
     assert len(exits) == 1 and "code 75" in exits[0], rig.daemon.log  # one restart, no retries
     rig.recorder.connect_from("PortAudio", timeout=30)
-    wait_for(lambda: any(CTL in ln and "open" in ln for ln in rig.daemon.lines[n_lines:]), 10, 0.1,
+    wait_for(lambda: any(CTL in ln and ("open" in ln or "connected" in ln)
+                         for ln in rig.daemon.lines[n_lines:]), 10, 0.1,
              "the MIDI port to be opened by the new instrument")
     rig.assert_a4_sounds(settle=0.5)
     assert rig.daemon.proc.poll() is None, "the supervisor must survive the server's death"

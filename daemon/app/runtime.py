@@ -320,6 +320,8 @@ class Instrument:
                 return EXIT_WATCHDOG
             self._reload(forced=False)
             if ticks % 4:
+                if not midi.open_ports:  # nothing to play from yet: look for it 4 times a second
+                    midi.poll()
                 continue
             # Every second: ports, heartbeat, watchdog, status, garbage.
             midi.poll()
@@ -634,9 +636,18 @@ def run_instrument(opts: RunOptions, *, link=None, after_sound: bool = False) ->
         link.start_watcher(on_stop=inst.request_stop, on_reload=inst.request_reload,
                            on_gone=inst.on_supervisor_gone)
     try:
-        if after_sound and not _wait_for_device(opts.device, inst):
-            return EXIT_WATCHDOG
-        inst.build()
+        try:
+            inst.build()
+        except DeviceError:
+            # A restarted instrument whose audio server is not back (yet): wait for it here.
+            # Only now: the model and the imports come first, so that after a crash the
+            # audio server has had that time to clear the dead process's clients (JACK
+            # answers nothing for about 0.5 s meanwhile) before it is asked anything.
+            if not after_sound:
+                raise
+            if not _wait_for_device(opts.device, inst):
+                return EXIT_WATCHDOG
+            inst.build()
         if inst.stop_requested:
             return EXIT_OK
         inst.start()
