@@ -146,11 +146,15 @@ def test_jack_port_is_received_lost_and_reconnected(jack_env):
         c = jack.Client("wiring", no_start_server=True, servername=jack_env.name)
         virtual = [p.name for p in c.get_ports("CANNe", is_midi=True, is_input=True)]
         assert "CANNe:in" in virtual
-        c.connect("canne-test-ctl:out", "CANNe:in")
-        sender.note_on(64, 90)
-        got = wait_for(lambda: m.drain(), 5, 0.02, "a message on the virtual port")
-        assert any(x.type == "note_on" and x.note == 64 for x in got)
-        c.close()
+        other = MidiSender("other-app")  # not matched by the patterns
+        try:
+            c.connect("other-app:out", "CANNe:in")
+            other.note_on(64, 90)
+            got = wait_for(lambda: m.drain(), 5, 0.02, "a message on the virtual port")
+            assert any(x.type == "note_on" and x.note == 64 for x in got)
+        finally:
+            other.close()
+            c.close()
     finally:
         m.close()
         sender.close()

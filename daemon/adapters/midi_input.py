@@ -21,6 +21,16 @@ the control thread moves them with ``get_message()`` (:meth:`MidiInput.pump`,
 called by :meth:`MidiInput.drain`) into a bounded ``collections.deque``.
 Parsing (``mido``), validation and coalescing happen in ``drain``.
 
+JACK: no rtmidi client is ever created while the instrument plays. python-rtmidi
+opens a JACK client holding the GIL while it waits on the server, and the server
+waits for the audio callback, which needs the GIL: a controller plugged back in
+mid-show stalled the control loop until the supervisor's watchdog restarted the
+instrument. So with the JACK API one input (the *hub*, ``CANNe:in``, the virtual
+port) is opened at start-up, before the audio stream, and source ports are
+*connected* to it through a JACK-Client client (system libjack via cffi, which
+releases the GIL; never activated, no process callback). Other APIs open one
+``rtmidi.MidiIn`` per source port, as below.
+
 Overflow policy: the deque has a fixed length; under a flood the oldest raw
 messages are dropped (counted in ``dropped``) so that the newest controller
 state always wins and memory stays bounded. rtmidi's own ring, emptied every
@@ -183,6 +193,9 @@ class MidiInput:
         self._monitor = None
         self._virtual = None
         self._open: dict[str, _OpenPort] = {}
+        self._hub = None  # JACK: the one rtmidi input every source is connected to
+        self._hub_port: str | None = None
+        self._jack = None  # JACK: a JACK-Client client that only connects ports
         self._inputs: list = []  # every armed rtmidi.MidiIn, pumped by the control thread
         self._lock = threading.Lock()  # guards open/close only
         self.on_reconnect: Callable[[str], None] | None = None
@@ -192,6 +205,9 @@ class MidiInput:
         """Open the monitor, the virtual port and every matching source port."""
         self._monitor, self.api = open_monitor(self.requested_api)
         log.info("MIDI API: %s", self.api)
+        if self.api == "jack" and self._open_hub():
+            self.poll(initial=True)
+            return
         if self.want_virtual:
             rtmidi = _rtmidi()
             try:
@@ -205,6 +221,43 @@ class MidiInput:
                 log.warning("virtual MIDI port %r not available: %s", self.virtual_name, exc)
         self.poll(initial=True)
 
+    def _open_hub(self) -> bool:
+        """JACK: the input every source is connected to, and the client that connects.
+        False (per-port inputs then) when JACK-Client cannot be loaded or the port fails."""
+        try:
+            import jack
+        except Exception as exc:  # JACK-Client missing or no system libjack
+            log.info("MIDI: JACK-Client not available (%s); one MIDI client per port", exc)
+            return False
+        rtmidi = _rtmidi()
+        hub = None
+        try:
+            client = jack.Client(f"{self.virtual_name}-connect", no_start_server=True)
+            before = set(p.name for p in client.get_ports(is_midi=True, is_input=True))
+            hub = rtmidi.MidiIn(self._monitor.get_current_api(), name=self.virtual_name,
+                                queue_size_limit=RTMIDI_QUEUE)
+            hub.open_virtual_port("in")
+            new = [p.name for p in client.get_ports(is_midi=True, is_input=True)
+                   if p.name not in before and p.name.lower().startswith(self.virtual_name.lower())]
+            if len(new) != 1:
+                raise RuntimeError(f"cannot tell the input port among {new or 'none'}")
+        except Exception as exc:
+            log.warning("MIDI: one JACK input for every source not available (%s); "
+                        "one MIDI client per port", exc)
+            for obj in (hub,):
+                if obj is not None:
+                    try:
+                        obj.delete()
+                    except Exception:
+                        pass
+            return False
+        self._arm(hub)
+        self._hub, self._hub_port, self._jack = hub, new[0], client
+        if self.want_virtual:
+            self._virtual = hub
+            log.info("virtual MIDI input port %r open", self._hub_port)
+        return True
+
     def close(self) -> None:
         """Close every port (idempotent)."""
         with self._lock:
@@ -212,14 +265,19 @@ class MidiInput:
                 self._close_port(port)
             self._open.clear()
             self._inputs = []
-            for obj in (self._virtual, self._monitor):
-                if obj is not None:
-                    try:
-                        obj.close_port()
-                        obj.delete()
-                    except Exception:
-                        pass
-            self._virtual = self._monitor = None
+            for obj in {id(o): o for o in (self._virtual, self._hub, self._monitor) if o is not None}.values():
+                try:
+                    obj.close_port()
+                    obj.delete()
+                except Exception:
+                    pass
+            self._virtual = self._hub = self._monitor = None
+            if self._jack is not None:
+                try:
+                    self._jack.close()
+                except Exception:
+                    pass
+                self._jack = None
 
     @property
     def open_ports(self) -> list[str]:
@@ -244,6 +302,8 @@ class MidiInput:
         """
         ports = self.available_ports()
         own = {f"{self.virtual_name}:in".lower(), self.virtual_name.lower()}
+        if self._hub_port:
+            own.add(self._hub_port.lower())
         ports = [p for p in ports if p.lower() not in own]
         wanted = select_ports(ports, self.patterns)
         opened, closed = [], []
@@ -302,6 +362,18 @@ class MidiInput:
         return n
 
     def _open_port(self, name: str, index: int) -> _OpenPort | None:
+        if self._jack is not None:  # JACK: connect the source to the hub (no new client)
+            try:
+                self._jack.connect(name, self._hub_port)
+            except Exception as exc:
+                try:  # already connected (by us before, or by hand) is fine
+                    linked = self._hub_port in [p.name for p in self._jack.get_all_connections(name)]
+                except Exception:
+                    linked = False
+                if not linked:
+                    log.warning("cannot connect MIDI input %r: %s", name, exc)
+                    return None
+            return _OpenPort(name=name, midi_in=None)
         rtmidi = _rtmidi()
         midi_in = None
         try:
@@ -320,6 +392,13 @@ class MidiInput:
             return None
 
     def _close_port(self, port: _OpenPort) -> None:
+        if port.midi_in is None:  # JACK: connected to the hub
+            if self._jack is not None:
+                try:
+                    self._jack.disconnect(port.name, self._hub_port)
+                except Exception:
+                    pass  # the source is gone, and its connection with it
+            return
         self._inputs = [m for m in self._inputs if m is not port.midi_in]
         try:
             port.midi_in.close_port()
