@@ -64,7 +64,11 @@ class Rig:
         self.recorder = Recorder(server, name="e2e-rec")  # before the stream under test
         self.sender = MidiSender(CTL)
         self.daemon = Daemon(
-            ["run", "--model", str(model_dir), "--mapping", str(mapping), "--midi-in", CTL, "--status"],
+            # --render-ahead 0: `auto` switches once when this machine's load says so, a
+            # one-time declicked gap that pitch and dropout checks must not depend on (the
+            # switch itself: tests/test_audio_render_ahead.py)
+            ["run", "--model", str(model_dir), "--mapping", str(mapping), "--midi-in", CTL, "--status",
+             "--render-ahead", "0"],
             env=server.env, cwd=REPO,
         )
         self.daemon.wait_log("audio:", timeout=60)

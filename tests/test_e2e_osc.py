@@ -82,7 +82,7 @@ class Rig:
         self.sender = MidiSender(CTL)
         self.daemon = Daemon(
             ["run", "--model", str(model_dir), "--mapping", str(mapping), "--midi-in", CTL, "--status",
-             "--osc-port", str(self.port)],
+             "--osc-port", str(self.port), "--render-ahead", "0"],  # see tests/test_e2e_daemon.py
             env=server.env, cwd=REPO,
         )
         self.daemon.wait_log("audio:", timeout=60)
