@@ -7,6 +7,8 @@ JACK API sources are now connected to one input opened at start-up."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,11 +22,31 @@ RATE = 48000
 pytestmark = pytest.mark.jack
 
 
+class _Plugged:
+    """The controller that comes and goes: an rtmidi JACK port 'plug-src:out' owned by a
+    process of its own, as a device is. (Created in this process, its rtmidi client would
+    be opened holding the GIL while this process's recorder, a Python JACK callback, is
+    active: the rig itself would stall the JACK graph.)"""
+
+    def __init__(self):
+        code = ("import sys, rtmidi; m = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name='plug-src'); "
+                "m.open_virtual_port('out'); print('up', flush=True); sys.stdin.read()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "up"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 def test_held_note_keeps_sounding_while_another_controller_is_replugged(tmp_path):
     model_dir = REPO / "models" / "default"  # the shipped instrument (the tiny test decoder
     # renders too little per callback to meet the stall)
     with jack_server_env("canne-replug", tmp_path) as server:
-        held, plug = MidiSender("held-src"), MidiSender("plug-src")  # rtmidi ports first
+        held = MidiSender("held-src")  # rtmidi port before this process's recorder
+        plug = _Plugged()
         rec = Recorder(server, name="replug-rec")
         daemon = Daemon(["run", "--model", str(model_dir), "--mapping", "", "--midi-in", "held-src",
                          "--midi-in", "plug-src", "--no-virtual", "--render-ahead", "0"],
@@ -40,7 +62,7 @@ def test_held_note_keeps_sounding_while_another_controller_is_replugged(tmp_path
             for _ in range(4):  # unplugged for 1.5 s, back for 1.5 s
                 plug.close()
                 time.sleep(1.5)
-                plug = MidiSender("plug-src")
+                plug = _Plugged()
                 time.sleep(1.5)
             time.sleep(0.5)
             y = rec.since(mark)[:, 0]
