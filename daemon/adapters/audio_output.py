@@ -343,6 +343,16 @@ class AudioOutput:
         self._switch_to = self.auto_ahead
         return True
 
+    def _render_into(self, render, buf: np.ndarray) -> None:
+        """``render(len(buf), out=buf)``; an exception plays silence, counts an underrun and
+        is kept in ``last_error`` for the control loop (never raised into PortAudio)."""
+        try:
+            render(len(buf), out=buf)
+        except Exception as exc:
+            buf.fill(0)
+            self.counters.underruns += 1
+            self.last_error = repr(exc)
+
     def _fill_once(self) -> bool:
         """Render one chunk into the ring if it holds less than ``ahead`` frames."""
         if not self.ahead or self._written - self._read >= self.ahead:
@@ -352,12 +362,7 @@ class AudioOutput:
         if render is None:
             buf.fill(0)
         else:
-            try:
-                render(self.chunk, out=buf)
-            except Exception as exc:  # played as silence, reported by the control loop
-                buf.fill(0)
-                self.counters.underruns += 1
-                self.last_error = repr(exc)
+            self._render_into(render, buf)
         ring, cap = self._ring, len(self._ring)
         i = self._written % cap
         k = min(self.chunk, cap - i)
@@ -509,12 +514,7 @@ class AudioOutput:
                 buf.fill(0)
                 c.underruns += 1
             else:
-                try:
-                    render(frames, out=buf)
-                except Exception as exc:  # never raise into PortAudio
-                    buf.fill(0)
-                    c.underruns += 1
-                    self.last_error = repr(exc)
+                self._render_into(render, buf)
             if self._switch_to:  # render ahead from now on (request_ahead): after this
                 self.ahead = self._switch_to  # block's own render, so never two renderers
                 self._wake.set()

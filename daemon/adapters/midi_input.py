@@ -8,7 +8,8 @@ The only module of ``daemon`` that imports ``rtmidi``. It keeps
   client and, under a running JACK stream, stalls the server (see
   ``docs/daemon.md``, *Live audio in Python*);
 - one ``rtmidi.MidiIn`` per opened source port, plus one virtual input port
-  (named ``CANNe``) where the OS allows it (not on Windows).
+  (named ``CANNe``) where the OS allows it (not on Windows); on JACK, instead, the
+  one input every source is connected to (below).
 
 No Python runs on the MIDI backend's thread. With the JACK API that thread is
 JACK's process thread: a Python callback there must take the GIL, and while the
@@ -230,7 +231,7 @@ class MidiInput:
             log.info("MIDI: JACK-Client not available (%s); one MIDI client per port", exc)
             return False
         rtmidi = _rtmidi()
-        hub = None
+        client = hub = None
         try:
             client = jack.Client(f"{self.virtual_name}-connect", no_start_server=True)
             before = set(p.name for p in client.get_ports(is_midi=True, is_input=True))
@@ -244,12 +245,12 @@ class MidiInput:
         except Exception as exc:
             log.warning("MIDI: one JACK input for every source not available (%s); "
                         "one MIDI client per port", exc)
-            for obj in (hub,):
-                if obj is not None:
-                    try:
-                        obj.delete()
-                    except Exception:
-                        pass
+            for close in (getattr(hub, "delete", None), getattr(client, "close", None)):
+                try:
+                    if close is not None:
+                        close()
+                except Exception:
+                    pass
             return False
         self._arm(hub)
         self._hub, self._hub_port, self._jack = hub, new[0], client
@@ -265,7 +266,9 @@ class MidiInput:
                 self._close_port(port)
             self._open.clear()
             self._inputs = []
-            for obj in {id(o): o for o in (self._virtual, self._hub, self._monitor) if o is not None}.values():
+            # on JACK the virtual port is the hub: one object, closed once
+            objs = [self._monitor, self._virtual] + ([self._hub] if self._hub is not self._virtual else [])
+            for obj in (o for o in objs if o is not None):
                 try:
                     obj.close_port()
                     obj.delete()

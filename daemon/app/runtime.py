@@ -22,8 +22,8 @@ Threads in the instrument process
   control loop every turn, and the state stream is sent from there.
 - **main / control**: everything else, in one loop that sleeps 2 ms per turn —
   drain and parse MIDI, coalesce absolute CCs, ``Mapper.handle``; every
-  ``RELOAD_POLL_S`` poll the mapping file (hot reload); every second poll the MIDI
-  ports (reconnect), write the heartbeat for the supervisor, print the status line,
+  ``RELOAD_POLL_S`` poll the mapping file (hot reload), and the MIDI ports while none
+  is open; every second poll the MIDI ports (reconnect), write the heartbeat for the supervisor, print the status line,
   collect garbage. Signals (SIGINT/SIGTERM: fade out and exit 0; SIGHUP: reload the
   mapping) are handled here too, because Python runs signal handlers in the main thread.
 - **canne-program** (:class:`ProgramSwitcher`, started in :meth:`Instrument.start`,
