@@ -67,3 +67,104 @@ def test_spectral_metrics_forms():
     assert math.isclose(m["sc_mse"], np.mean((x - y) ** 2) / np.mean(x ** 2), rel_tol=1e-9)
     assert math.isclose(m["sc_sqrt"], np.linalg.norm(x - y) / np.linalg.norm(x), rel_tol=1e-9)
     assert math.isclose(m["sc_db"], 20 * math.log10(m["sc_sqrt"]), rel_tol=1e-9)
+
+
+def _analytic_lobe(d: np.ndarray) -> np.ndarray:
+    """The Hann window's main lobe, float64: |sin(pi d) / (pi d (1 - d^2))|, 1 at 0, 1/2
+    at +-1, 0 from +-2 on."""
+    d = np.asarray(d, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.abs(np.sin(np.pi * d) / (np.pi * d * (1.0 - d * d)))
+    w[np.abs(d) < 1e-9] = 1.0
+    w[np.abs(np.abs(d) - 1.0) < 1e-9] = 0.5
+    w[np.abs(d) >= 2.0] = 0.0
+    return w
+
+
+def _harmonic_cfg(**kw) -> ModelConfig:
+    base = dict(n_bins=2049, conditioning="pitch", pitch_decoder="harmonic", envelope="smooth",
+                encoder_widths=[32], decoder_widths=[32, 32], noise_scale="wide",
+                harmonic_floors=[0.35, 0.2, 0.2])
+    return ModelConfig(**{**base, **kw})
+
+
+def test_harmonic_comb_lobes_match_the_hann_formula_at_every_bin():
+    """The comb reads its lobes from a table (no Where in the exported graph): against the
+    analytic Hann lobe in float64, at pitches across and beyond the playable range."""
+    dec = Autoencoder(_harmonic_cfg()).decoder
+    bins = np.arange(2049, dtype=np.float64)
+    for note in (24.0, 36.0, 47.37, 60.0, 69.5, 96.0, 110.0):
+        f0 = 440.0 * 2.0 ** ((note - 69.0) / 12.0) / (44100 / 4096)
+        ratio = bins / f0
+        h = np.round(ratio)
+        want = np.where(h >= 1, _analytic_lobe((ratio - h) * f0), 0.0)
+        got = dec.comb(torch.tensor([[note]])).numpy()[0]
+        # float32 ratio arithmetic costs ~1e-4 at the top bins; the table itself ~1e-6
+        assert np.max(np.abs(got - want)) < 3e-4, note
+        k = np.arange(1, int(2048 / f0) + 1)
+        near = np.round(k * f0).astype(int)
+        assert np.all(got[near] > 0.4)  # every harmonic has its lobe
+        assert got[: max(int(f0 / 2) - 2, 0)].max(initial=0.0) == 0.0  # nothing below 1st
+
+
+def test_exported_harmonic_decoder_has_no_where_and_gathers_elementwise(tmp_path):
+    """onnxruntime runs Where and per-bin Gather several times slower than arithmetic and
+    GatherElements; the hop's decoder graph keeps to the fast operators."""
+    import onnx
+
+    from training.export import _export_graph
+
+    dec = Autoencoder(_harmonic_cfg()).decoder.eval()
+    path = tmp_path / "d.onnx"
+    _export_graph(dec, (torch.zeros(2, 8), torch.full((2, 1), 60.0)), path, ("z", "pitch"),
+                  "magnitude")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "Where" not in ops and "Gather" not in ops, ops
+    assert "GatherElements" in ops
+
+
+def test_harmonic_floors_hold_on_the_table_comb():
+    """The first three harmonics never fall below 0.35, 0.2, 0.2 of the strongest of the
+    first eight, whatever the latent."""
+    torch.manual_seed(0)
+    dec = Autoencoder(_harmonic_cfg()).decoder.eval()
+    z = torch.randn(64, 8) * 4.0
+    pitch = torch.full((64, 1), 48.0)
+    with torch.no_grad():
+        noise = torch.relu(dec.noise(dec.trunk(torch.cat([z, (pitch - 60.0) / 24.0], 1)))) @ dec.basis
+        y = dec(z, pitch) - noise
+    f0 = 440.0 * 2.0 ** ((48.0 - 69.0) / 12.0) / (44100 / 4096)
+    peaks = y[:, [int(round(k * f0)) for k in range(1, 9)]].numpy()
+    lobe = dec.comb(pitch[:1]).numpy()[0, [int(round(k * f0)) for k in range(1, 9)]]
+    amp = peaks / lobe  # amplitude of each harmonic
+    top = amp.max(axis=1)
+    for k, fl in enumerate((0.35, 0.2, 0.2)):
+        assert np.all(amp[:, k] >= fl * top * (1 - 1e-4)), k
+
+
+def test_soft_lsd_reads_decibels_above_the_floor_and_saturates_below():
+    from training.train import log_spectral_distance, soft_lsd
+
+    x = torch.ones(1, 100)
+    assert float(soft_lsd(x, x)) < 1e-3
+    assert abs(float(soft_lsd(0.1 * x, x)) - 20.0) < 0.01  # -20 dB everywhere
+    y = x.clone()
+    y[0, 50:] = 0.0  # half the bins silent: floored at -60 dB
+    assert abs(float(soft_lsd(y, x)) - 60.0 / math.sqrt(2)) < 0.1
+    assert abs(float(log_spectral_distance(y, x)[0]) - 60.0 / math.sqrt(2)) < 0.01
+
+
+def test_knob_shortfall_is_zero_only_when_every_neuron_moves_the_spectrum():
+    from training.train import KnobRanges, TrainConfig, knob_shortfall
+
+    torch.manual_seed(0)
+    model = Autoencoder(_harmonic_cfg())
+    cfg = TrainConfig(knob_weight=1.0, knob_db=12.0, knob_frames=16)
+    ranges = KnobRanges()
+    z = torch.randn(64, 8)
+    ranges.update(z)
+    pitch = torch.full((64,), 60.0)
+    short = float(knob_shortfall(cfg, model, z, pitch, ranges))
+    assert 0.0 <= short <= 12.0 / 20.0
+    ranges.lo = ranges.hi = torch.zeros(8)  # no range at all: every pair is identical
+    assert abs(float(knob_shortfall(cfg, model, z, pitch, ranges)) - 12.0 / 20.0) < 1e-3

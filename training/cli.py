@@ -116,6 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSSES, default="sc_mse")
     t.add_argument("--log-weight", type=float, default=0.0,
                    help="weight of an added log-magnitude L1 term (0: off)")
+    t.add_argument("--lsd-weight", type=float, default=0.0,
+                   help="weight of an added log-spectral-distance term (soft floor -60 dB re "
+                        "the frame's peak, in units of 20 dB; 0: off): makes the decoder model "
+                        "what lies 30-60 dB below the peak, which spectral convergence ignores")
+    t.add_argument("--knob-weight", type=float, default=0.0,
+                   help="conditioned models: weight of the knob-contrast term, which asks every "
+                        "latent neuron moved alone across its range to change the spectrum by "
+                        "--knob-db (0: off)")
+    t.add_argument("--knob-db", type=float, default=12.0,
+                   help="knob contrast asked for, log-spectral distance in dB (default: %(default)s)")
     t.add_argument("--append", choices=APPEND_OPTIONS, default=RECIPE["append"])
     t.add_argument("--encoder-widths", type=_widths, default=list(RECIPE_ENCODER), metavar="W,W,..|thesis",
                    help="hidden layer widths (default: %s; 'thesis': %s)"
@@ -222,7 +232,8 @@ def _run(args: argparse.Namespace) -> int:
                           "output_activation": "sigmoid", "bias": False})
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, l2=args.l2, loss=args.loss,
-                          log_weight=args.log_weight, seed=args.seed, device=args.device,
+                          log_weight=args.log_weight, lsd_weight=args.lsd_weight, knob_weight=args.knob_weight,
+                          knob_db=args.knob_db, seed=args.seed, device=args.device,
                           threads=args.threads, patience=args.patience,
                           max_minutes=args.max_minutes, lr_decay=args.lr_decay,
                           epoch_frames=args.epoch_frames, init=args.init, model=model)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.errors import TrainingError
@@ -224,6 +225,17 @@ def hann_lobe(d: torch.Tensor) -> torch.Tensor:
     return torch.where(ad < 2.0, w.abs(), torch.zeros_like(w))
 
 
+LOBE_STEPS = 1024  # lobe table points per bin
+
+
+def hann_lobe_table(steps: int = LOBE_STEPS) -> np.ndarray:
+    """``hann_lobe`` tabulated at ``0, 1/steps, ..., 2`` bins plus one zero past the end
+    (float32, 2 * steps + 2 values): read with linear interpolation it matches the formula
+    within 1e-6, in a handful of ONNX operators with no ``Where``."""
+    d = torch.arange(2 * steps + 2, dtype=torch.float64) / steps
+    return hann_lobe(d).to(torch.float32).numpy()
+
+
 def log_basis(n_points: int, n_bins: int, sample_rate: int, f_lo: float = 30.0) -> np.ndarray:
     """Linear interpolation [n_points, n_bins] between points spaced evenly in log
     frequency from ``f_lo`` to Nyquist (held flat below ``f_lo``): a smooth envelope."""
@@ -312,30 +324,60 @@ class PitchDecoder(nn.Module):
             floors = [float(v) for v in cfg.harmonic_floors]
             self.floored = bool(floors)
             self.n_floor = int(cfg.n_floor_harmonics)
-            self.floor_h = float(len(floors))
-            table = torch.zeros(cfg.n_bins)
+            self.n_floor_slots = len(floors) + 2
+            table = torch.zeros(len(floors) + 2)
             table[1:len(floors) + 1] = torch.tensor(floors)
-            self.register_buffer("floor_table", table[None, :], persistent=False)
+            self.register_buffer("floor_table", table, persistent=False)
         nn.init.xavier_normal_(self.noise.weight, gain=0.1)
         self.out_act = _act(cfg.output_activation)
         self.register_buffer("bins", torch.arange(cfg.n_bins, dtype=torch.float32)[None, :])
+        self.register_buffer("lobe_table", torch.from_numpy(hann_lobe_table()), persistent=False)
         self.register_buffer("basis", torch.from_numpy(
             noise_basis(cfg.n_noise_bands, cfg.n_bins, cfg.sample_rate, cfg.noise_scale)))
         self.bin_hz = cfg.sample_rate / cfg.n_fft
 
-    def comb(self, pitch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
-        """[batch, 1] MIDI pitch -> [batch, n_bins] harmonic comb (Hann lobes, peak 1),
-        each lobe times its harmonic's gain (``gains`` [batch, K]: harmonics 1..K; 1 above)."""
+    def _harmonics(self, pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[batch, 1] MIDI pitch -> (h, voiced, lobe), each [batch, n_bins]: the nearest
+        harmonic number of every bin (a whole number, as float), 1 where that harmonic is
+        the 1st or above (0 for the 0th), and the Hann main lobe (peak 1) of that harmonic
+        at the bin, 0 where the nearest harmonic is the 0th.
+
+        Written for the exported graph as much as for training: the lobe is read from a
+        table by linear interpolation, tables are read with ``gather`` (GatherElements:
+        onnxruntime's Gather is several times slower on per-bin indices) from a copy
+        broadcast by arithmetic (``expand`` exports a dozen shape operators), and masks are
+        clamps of the harmonic number: the ONNX decoder has no ``Where``."""
         f0 = 440.0 * torch.pow(2.0, (pitch - 69.0) / 12.0) / self.bin_hz
         ratio = self.bins / f0
         h = torch.round(ratio)
-        w = hann_lobe((ratio - h) * f0)
-        w = torch.where(h >= 1.0, w, torch.zeros_like(w))
+        x = torch.clamp(torch.abs(ratio - h) * f0, max=2.0) * float(LOBE_STEPS)
+        i0f = torch.floor(x)
+        frac = x - i0f
+        i0 = i0f.to(torch.int64)
+        t = f0 * 0.0 + self.lobe_table  # [batch, table]
+        a = torch.gather(t, 1, i0)
+        lobe = a + frac * (torch.gather(t, 1, i0 + 1) - a)
+        voiced = torch.clamp(h, 0.0, 1.0)
+        return h, voiced, lobe * voiced
+
+    def comb(self, pitch: torch.Tensor, gains: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, 1] MIDI pitch -> [batch, n_bins] harmonic comb (Hann lobes, peak 1),
+        each lobe times its harmonic's gain (``gains`` [batch, K + 2]: the 0th harmonic,
+        harmonics 1..K, and every harmonic above K)."""
+        h, _, lobe = self._harmonics(pitch)
         if gains is None:
-            return w
-        table = torch.cat([torch.ones_like(gains[:, :1]), gains], dim=1)  # slot 0: gain 1
-        idx = torch.where(h > float(self.n_gains), torch.zeros_like(h), h).to(torch.int64)
-        return w * torch.gather(table, 1, idx)
+            return lobe
+        return lobe * self._gain_per_bin(h, gains)
+
+    def _harmonic_gains(self, t: torch.Tensor) -> torch.Tensor:
+        """Gains [batch, K + 2]: 1 for the 0th harmonic, 1 +- range for harmonics 1..K, 1
+        for every harmonic above K (the padding's tanh(0) = 0)."""
+        return 1.0 + self.gain_range * torch.tanh(F.pad(self.gains(t), (1, 1)))
+
+    def _gain_per_bin(self, h: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        """Harmonic ``h``'s gain at every bin, from ``_harmonic_gains``."""
+        idx = torch.clamp(h, 0.0, float(self.n_gains + 1)).to(torch.int64)
+        return torch.gather(gains, 1, idx)
 
     def forward(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
         x = torch.cat([z, (pitch - self.center) / self.scale], dim=1)
@@ -346,22 +388,17 @@ class PitchDecoder(nn.Module):
         noise = self.out_act(self.noise(t)) @ self.basis
         if not self.smooth:
             return env * self.comb(pitch) + noise
-        gains = 1.0 + self.gain_range * torch.tanh(self.gains(t))
+        gains = self._harmonic_gains(t)
         if not self.floored:
             return (env @ self.env_basis) * self.comb(pitch, gains) + noise
         # amplitude per bin (envelope x its harmonic's gain), floored over the first
         # harmonics at a fraction of their strongest, then shaped by the Hann lobes
-        f0 = 440.0 * torch.pow(2.0, (pitch - 69.0) / 12.0) / self.bin_hz
-        ratio = self.bins / f0
-        h = torch.round(ratio)
-        lobe = torch.where(h >= 1.0, hann_lobe((ratio - h) * f0), torch.zeros_like(ratio))
-        table = torch.cat([torch.ones_like(gains[:, :1]), gains], dim=1)
-        idx = torch.where(h > float(self.n_gains), torch.zeros_like(h), h).to(torch.int64)
-        amp = (env @ self.env_basis) * torch.gather(table, 1, idx)
-        low = (h >= 1.0) & (h <= float(self.n_floor))
-        top = torch.amax(torch.where(low, amp, torch.zeros_like(amp)), dim=1, keepdim=True)
-        hidx = torch.clamp(h, 0.0, self.floor_h + 1.0).to(torch.int64)
-        fl = torch.gather(self.floor_table.expand(h.shape[0], -1), 1, hidx)
+        h, voiced, lobe = self._harmonics(pitch)
+        amp = (env @ self.env_basis) * self._gain_per_bin(h, gains)
+        low = voiced * torch.clamp(float(self.n_floor + 1) - h, 0.0, 1.0)  # 1 <= h <= n_floor
+        top = torch.amax(amp * low, dim=1, keepdim=True)  # amp >= 0
+        idx = torch.clamp(h, 0.0, float(self.n_floor_slots - 1)).to(torch.int64)
+        fl = torch.gather(top * 0.0 + self.floor_table, 1, idx)
         amp = torch.maximum(amp, fl * top)
         return amp * lobe + noise
 

@@ -35,6 +35,18 @@ class TrainConfig:
     loss: str = "sc_mse"
     log_weight: float = 0.0
     log_floor_db: float = -80.0
+    # knob contrast (conditioned models): each latent neuron moved alone between its range
+    # ends (1st and 99th percentile of the encoded training frames) should change the decoded
+    # spectrum by at least `knob_db` (log-spectral distance, floor -60 dB re peak); the
+    # shortfall, in units of 20 dB, is added with weight `knob_weight` (0: off)
+    # log-spectral distance term: RMS over the bins of the dB difference between the frame
+    # and its reconstruction, floored softly at -60 dB re the frame's peak, in units of
+    # 20 dB (0: off). Spectral convergence alone is blind to everything 30 dB below the
+    # peak (high partials, breath, the noise between partials), which the ear hears.
+    lsd_weight: float = 0.0
+    knob_weight: float = 0.0
+    knob_db: float = 12.0
+    knob_frames: int = 64
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
@@ -88,9 +100,66 @@ def evaluate(model: Autoencoder, frames: np.ndarray, *, pitch: np.ndarray | None
     return spectral_metrics(err, ref)
 
 
+def log_spectral_distance(a: torch.Tensor, b: torch.Tensor, floor_db: float = -60.0) -> torch.Tensor:
+    """Per-row log-spectral distance (dB) between magnitude rows ``a`` and ``b``: RMS over
+    the bins of the dB difference, each row floored at ``floor_db`` below its own peak."""
+    def db(m):
+        d = 20.0 * torch.log10(m.clamp_min(1e-12))
+        return torch.maximum(d - d.amax(dim=1, keepdim=True), torch.full_like(d, floor_db))
+    return torch.sqrt(((db(a) - db(b)) ** 2).mean(dim=1) + 1e-8)
+
+
+def soft_lsd(y: torch.Tensor, x: torch.Tensor, floor_db: float = -60.0) -> torch.Tensor:
+    """Per-row log-spectral distance (dB) of ``y`` from the target ``x``, both in dB re the
+    target's peak with a soft floor (``10 log10(m^2 + floor^2)``), so it has a gradient
+    everywhere, unlike a hard clamp."""
+    peak = x.amax(dim=1, keepdim=True).clamp_min(1e-12)
+    f2 = (peak * 10.0 ** (floor_db / 20.0)) ** 2
+    dy = 10.0 * torch.log10(y * y + f2)
+    dx = 10.0 * torch.log10(x * x + f2)
+    return torch.sqrt(((dy - dx) ** 2).mean(dim=1) + 1e-8)
+
+
+class KnobRanges:
+    """Running estimate (exponential average of batch percentiles) of every latent
+    neuron's range ends, the 1st and 99th percentiles of the encoded training frames."""
+
+    def __init__(self, momentum: float = 0.98) -> None:
+        self.lo = self.hi = None
+        self.momentum = momentum
+
+    def update(self, z: torch.Tensor) -> None:
+        q = torch.quantile(z.detach(), torch.tensor([0.01, 0.99], device=z.device), dim=0)
+        if self.lo is None:
+            self.lo, self.hi = q[0], q[1]
+        else:
+            m = self.momentum
+            self.lo, self.hi = m * self.lo + (1 - m) * q[0], m * self.hi + (1 - m) * q[1]
+
+
+def knob_shortfall(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: torch.Tensor,
+                   ranges: KnobRanges) -> torch.Tensor:
+    """Mean shortfall (in units of 20 dB) of the log-spectral distance between one neuron's
+    two range ends below ``cfg.knob_db``: the first ``knob_frames`` latents of the batch,
+    each with one neuron (in turn) set to its low and then its high end, decoded at the
+    frame's pitch."""
+    k = min(cfg.knob_frames, len(z))
+    base = z[:k].detach()
+    dims = torch.arange(k, device=z.device) % z.shape[1]
+    rows = torch.arange(k, device=z.device)
+    z_lo, z_hi = base.clone(), base.clone()
+    z_lo[rows, dims] = ranges.lo[dims]
+    z_hi[rows, dims] = ranges.hi[dims]
+    p = pitch[:k].reshape(-1)
+    y = model.decode(torch.cat([z_lo, z_hi]), torch.cat([p, p]))
+    lsd = log_spectral_distance(y[:k], y[k:])
+    return torch.relu(cfg.knob_db - lsd).mean() / 20.0
+
+
 def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
-               pitch: torch.Tensor | None = None) -> torch.Tensor:
-    y = model(x, pitch)
+               pitch: torch.Tensor | None = None, ranges: KnobRanges | None = None) -> torch.Tensor:
+    z = model.encoder(x)
+    y = model.decode(z, pitch)
     se = ((y - x) ** 2).sum()
     if cfg.loss == "sc_mse":
         loss = se / (x * x).sum()
@@ -102,6 +171,11 @@ def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
         floor = 10.0 ** (cfg.log_floor_db / 20.0)
         loss = loss + cfg.log_weight * (torch.log10(y.clamp_min(0) + floor)
                                         - torch.log10(x + floor)).abs().mean()
+    if cfg.lsd_weight > 0:
+        loss = loss + cfg.lsd_weight * soft_lsd(y, x).mean() / 20.0
+    if cfg.knob_weight > 0 and ranges is not None and pitch is not None:
+        ranges.update(z)
+        loss = loss + cfg.knob_weight * knob_shortfall(cfg, model, z, pitch, ranges)
     if cfg.l2 > 0:
         loss = loss + cfg.l2 * model.l2()
     return loss
@@ -207,6 +281,15 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
         f"val_{k}": v for k, v in v0.items()}})
     log(f"train {n} frames ({len(corpus.meta['split']['train'])} patches), "
         f"val {len(x_val)} frames; initial val sc_mse {v0['sc_mse']:.4f}")
+    knobbed = cfg.knob_weight > 0 and cond
+    ranges = KnobRanges() if knobbed else None
+    if knobbed:  # range ends from the starting model, then followed through training
+        with torch.no_grad():
+            ranges.update(model.encoder(x_train[torch.as_tensor(
+                rng.choice(n, min(n, 20000), replace=False), device=dev)]))
+        kv = np.sort(rng.choice(len(x_val), min(len(x_val), 2048), replace=False))
+        x_kv = torch.as_tensor(x_val[kv], device=dev)
+        p_kv = torch.as_tensor(p_val[kv], device=dev)
     best, best_epoch, t0 = float("inf"), 0, time.perf_counter()
     stop_reason = "epochs"
     for epoch in range(1, cfg.epochs + 1):
@@ -216,7 +299,8 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
                    disable=not progress, leave=False)
         for s in bar:
             sel = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            loss = batch_loss(cfg, model, x_train[sel], None if p_train is None else p_train[sel])
+            loss = batch_loss(cfg, model, x_train[sel], None if p_train is None else p_train[sel],
+                              ranges)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -228,18 +312,29 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
         if not all(math.isfinite(v) for v in vm.values()):
             raise TrainingError(f"training diverged at epoch {epoch} (validation metric is not "
                                 "finite); lower --lr")
+        if knobbed:  # the objective the epoch is judged by includes the knob contrast
+            with torch.no_grad():
+                model.eval()
+                zk = model.encoder(x_kv)
+                short = float(knob_shortfall(
+                    dataclasses.replace(cfg, knob_frames=len(zk)), model, zk, p_kv, ranges))
+                model.train()
+            vm["knob_shortfall"] = short
+            vm["objective"] = vm["sc_mse"] + cfg.knob_weight * short
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch, "train_loss": total / steps, "seconds": elapsed,
                **{f"val_{k}": v for k, v in vm.items()}}
         history.append(row)
-        improved = vm["sc_mse"] < best
+        score = vm["objective"] if knobbed else vm["sc_mse"]
+        improved = score < best
         if improved:
-            best, best_epoch = vm["sc_mse"], epoch
+            best, best_epoch = score, epoch
             save_checkpoint(out / "best.pt", model, cfg, {"epoch": epoch, "val": vm})
         save_checkpoint(out / "last.pt", model, cfg, {"epoch": epoch, "val": vm})
         _write_log(out, history)
         log(f"epoch {epoch:4d}  train {row['train_loss']:.4f}  val sc_mse {vm['sc_mse']:.4f}  "
             f"sc_sqrt {vm['sc_sqrt']:.4f}  {vm['sc_db']:.2f} dB  {elapsed:7.1f} s"
+            + (f"  knob shortfall {20 * vm['knob_shortfall']:.2f} dB" if knobbed else "")
             + ("  *" if improved else ""))
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             stop_reason = f"no validation improvement for {cfg.patience} epochs"
@@ -268,6 +363,6 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
 def _write_log(out: Path, history: list[dict]) -> None:
     (out / "log.json").write_text(json.dumps(history, indent=1))
     with open(out / "log.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in history for k in r)))
         w.writeheader()
         w.writerows(history)
