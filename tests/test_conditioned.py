@@ -154,13 +154,59 @@ def test_conditioned_decoder_plays_c2_to_c7_in_tune_at_random_latents(known_dir,
     assert worst <= 5.0
 
 
-def test_outside_the_trained_range_the_rest_is_transposed(known_dir):
-    dec = DecoderModel(known_dir)
+@pytest.fixture(scope="module")
+def transposing_dir(known_dir, tmp_path_factory):
+    """The known decoder with its metadata saying ``pitch_beyond_range: transpose`` (as a
+    model exported before the key existed): the engine clamps and transposes the rest."""
+    import shutil
+
+    import onnx
+
+    out = tmp_path_factory.mktemp("transposing") / "known"
+    shutil.copytree(known_dir, out)
+    m = onnx.load(str(out / "decoder.onnx"))
+    props = {p.key: p.value for p in m.metadata_props if p.key != "pitch_beyond_range"}
+    del m.metadata_props[:]
+    for k, v in props.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(out / "decoder.onnx"))
+    return out
+
+
+@pytest.mark.parametrize("beyond", ["exact", "transpose"])
+def test_outside_the_trained_range_notes_sound_at_their_pitch(known_dir, transposing_dir, beyond):
+    """Beyond the trained range the conditioning stops at the edge; the note still sounds
+    at its own pitch: placed there by the decoder's comb (``exact``, no pitch stage) or
+    by a residual transposition of the edge's frame (``transpose``)."""
+    dec = DecoderModel(known_dir if beyond == "exact" else transposing_dir)
+    assert dec.pitch_beyond_range == beyond
     sr = 44100
     for note in (24, 30, 100, 105):
-        y = _render_note(dec, sr, note)
+        eng = Engine(dec, sample_rate=sr, polyphony=4, pitch_mode="transpose")
+        eng.note_on(note, 100)
+        y = eng.render(int(0.7 * sr)).astype(np.float64)
         c = cents(measure_f0(y[int(0.3 * sr):], sr), midi_to_hz(note))
         assert abs(c) <= 5.0, (note, c)
+        transposed = eng._core._pitch1._frame_id > 1  # the stage analysed a frame
+        assert transposed == (beyond == "transpose"), note
+
+
+def test_exact_beyond_range_clamps_the_conditioning_inside_the_graph(model_dir, rng):
+    """With ``exact`` the exported graph takes any pitch: the MLP sees it clamped to the
+    trained range (the edge's timbre), the comb places the partials at the pitch given."""
+    run, out = model_dir
+    dec = DecoderModel(out)
+    assert dec.pitch_beyond_range == "exact"
+    model, _ = load_checkpoint(run)
+    z = rng.uniform(dec.latent_min, dec.latent_max, size=(6, dec.latent_dim)).astype(np.float32)
+    p = np.array([[12.0], [24.0], [30.0], [100.0], [110.0], [120.0]], np.float32)
+    got = dec.decode_pitched(z, p)
+    with torch.no_grad():
+        free = model.decoder(torch.from_numpy(z), torch.from_numpy(p)).numpy()
+        model.decoder.clamp_conditioning(dec.pitch_min, dec.pitch_max)
+        clamped = model.decoder(torch.from_numpy(z), torch.from_numpy(p)).numpy()
+    assert np.max(np.abs(got - clamped)) <= 1e-4
+    assert np.max(np.abs(got - free)) > 1e-3  # the clamp is really in the graph
 
 
 def test_bend_moves_each_voice_continuously(known_dir):

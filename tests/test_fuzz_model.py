@@ -164,6 +164,12 @@ CASES: dict = {
     "format-2-pitch-min-huge": decoder_bytes(extra_input=True, meta=metadata(
         canne_format_version="2", conditioning="pitch", pitch_unit="midi_note", pitch_min="1" * 400,
         pitch_max="100", decoder_kind="mlp")),
+    "format-2-beyond-range-bogus": decoder_bytes(extra_input=True, meta=metadata(
+        canne_format_version="2", conditioning="pitch", pitch_unit="midi_note", pitch_min="36",
+        pitch_max="96", decoder_kind="harmonic", pitch_beyond_range="wrap")),
+    "format-2-beyond-range-exact-mlp": decoder_bytes(extra_input=True, meta=metadata(
+        canne_format_version="2", conditioning="pitch", pitch_unit="midi_note", pitch_min="36",
+        pitch_max="96", decoder_kind="mlp", pitch_beyond_range="exact")),
     # bytes
     "empty-file": b"",
     "text-file": b"this is not an onnx model\n",

@@ -168,3 +168,28 @@ def test_knob_shortfall_is_zero_only_when_every_neuron_moves_the_spectrum():
     assert 0.0 <= short <= 12.0 / 20.0
     ranges.lo = ranges.hi = torch.zeros(8)  # no range at all: every pair is identical
     assert abs(float(knob_shortfall(cfg, model, z, pitch, ranges)) - 12.0 / 20.0) < 1e-3
+
+
+def test_brightness_and_harmonicity_read_known_spectra():
+    """The knob guard's two measures: centroid/f0 of a lone k-th harmonic is k; a comb of
+    Hann lobes is harmonic (HNR at its 60 dB cap), flat noise is not (about -6 dB: a
+    quarter of the bins at 44.1 kHz / 4096 and 262 Hz lie within 2 bins of a harmonic)."""
+    from training.train import brightness, harmonicity
+
+    bin_hz = 44100 / 4096
+    dec = Autoencoder(_harmonic_cfg()).decoder
+    comb = dec.comb(torch.tensor([[60.0]])).double()
+    f0 = 440.0 * 2.0 ** (-9.0 / 12.0)
+    lone = torch.zeros(1, 2049, dtype=torch.float64)
+    lone[0, int(round(3 * f0 / bin_hz))] = 1.0
+    p = torch.tensor([60.0], dtype=torch.float64)
+    assert abs(float(brightness(lone, p, bin_hz)) - 3.0 * round(3 * f0 / bin_hz) * bin_hz
+               / (3 * f0)) < 1e-9
+    assert float(harmonicity(comb, p, bin_hz)) > 59.0
+    noise = torch.ones(1, 2049, dtype=torch.float64)
+    share = 4.0 / (f0 / bin_hz)  # bins within 2 of a harmonic, per harmonic spacing
+    want = 10 * math.log10(share / (1 - share))
+    assert abs(float(harmonicity(noise, p, bin_hz)) - want) < 1.0
+    # numpy and torch agree
+    assert abs(harmonicity(comb.numpy(), p.numpy(), bin_hz)[0]
+               - float(harmonicity(comb, p, bin_hz)[0])) < 1e-6

@@ -126,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
                         "--knob-db (0: off)")
     t.add_argument("--knob-db", type=float, default=12.0,
                    help="knob contrast asked for, log-spectral distance in dB (default: %(default)s)")
+    t.add_argument("--knob-guard", type=float, default=0.0,
+                   help="weight of the knob guard: a knob's range ends may not be brighter "
+                        "(centroid/f0) than the corpus's 99th percentile at that note (0: off)")
+    t.add_argument("--knob-hnr-percentile", type=float, default=5.0,
+                   help="knob guard: a range end's harmonic-to-noise ratio may not fall below "
+                        "this percentile of the corpus's at that note (default: %(default)s)")
     t.add_argument("--append", choices=APPEND_OPTIONS, default=RECIPE["append"])
     t.add_argument("--encoder-widths", type=_widths, default=list(RECIPE_ENCODER), metavar="W,W,..|thesis",
                    help="hidden layer widths (default: %s; 'thesis': %s)"
@@ -233,7 +239,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = TrainConfig(corpus=args.corpus, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, l2=args.l2, loss=args.loss,
                           log_weight=args.log_weight, lsd_weight=args.lsd_weight, knob_weight=args.knob_weight,
-                          knob_db=args.knob_db, seed=args.seed, device=args.device,
+                          knob_db=args.knob_db, knob_guard=args.knob_guard,
+                          knob_hnr_percentile=args.knob_hnr_percentile, seed=args.seed, device=args.device,
                           threads=args.threads, patience=args.patience,
                           max_minutes=args.max_minutes, lr_decay=args.lr_decay,
                           epoch_frames=args.epoch_frames, init=args.init, model=model)

@@ -212,7 +212,8 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
         latent_default=lat["latent_default"], reference_note=reference_note,
         corpus=description or corpus.meta["description"], validation_metrics=vm,
         training_config=resolved, pitch_range=pitch_range,
-        decoder_kind=cfg.pitch_decoder if cond else None)
+        decoder_kind=cfg.pitch_decoder if cond else None,
+        pitch_beyond_range="exact" if cond and cfg.pitch_decoder == "harmonic" else None)
     try:  # the runtime's own validation, before any graph is exported
         contract.parse_metadata(meta, "exported metadata")
     except ModelError as exc:
@@ -228,6 +229,9 @@ def export_model(run: str | Path, out: str | Path, *, corpus: Corpus | str | Non
     if cond:
         p_test = rng.uniform(float(meta["pitch_min"]), float(meta["pitch_max"]),
                              size=(len(z_test), 1)).astype(np.float32)
+        if meta.get("pitch_beyond_range") == "exact":  # the graph takes any pitch
+            model.decoder.clamp_conditioning(float(meta["pitch_min"]), float(meta["pitch_max"]))
+            p_test[::4] = rng.uniform(0.0, 127.0, size=p_test[::4].shape)
 
     model.eval()
     dec_inputs = (contract.DECODER_INPUT, contract.PITCH_INPUT)

@@ -302,6 +302,7 @@ class PitchDecoder(nn.Module):
         super().__init__()
         self.kind = cfg.pitch_decoder
         self.center, self.scale = float(cfg.pitch_center), float(cfg.pitch_scale)
+        self.cond_range: tuple[float, float] | None = None  # see clamp_conditioning
         widths = list(cfg.decoder_widths)
         if self.kind == "mlp":
             self.net = _mlp([cfg.latent_dim + 1, *widths, cfg.n_bins], bias=cfg.bias,
@@ -379,8 +380,19 @@ class PitchDecoder(nn.Module):
         idx = torch.clamp(h, 0.0, float(self.n_gains + 1)).to(torch.int64)
         return torch.gather(gains, 1, idx)
 
+    def clamp_conditioning(self, lo: float, hi: float) -> None:
+        """From now on the MLP sees the pitch clamped to ``lo..hi`` (the trained range)
+        while the harmonic comb still takes the pitch as given: a note beyond the range
+        keeps the timbre of the range's edge and sounds exactly at its own pitch (the
+        export's ``pitch_beyond_range: exact``). Harmonic decoders only."""
+        if self.kind != "harmonic":
+            raise TrainingError("only a harmonic decoder places its partials by the pitch; "
+                                "an mlp decoder cannot clamp its own conditioning")
+        self.cond_range = (float(lo), float(hi))
+
     def forward(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([z, (pitch - self.center) / self.scale], dim=1)
+        cond = pitch if self.cond_range is None else torch.clamp(pitch, *self.cond_range)
+        x = torch.cat([z, (cond - self.center) / self.scale], dim=1)
         if self.kind == "mlp":
             return self.net(x)
         t = self.trunk(x)

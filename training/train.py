@@ -47,6 +47,11 @@ class TrainConfig:
     knob_weight: float = 0.0
     knob_db: float = 12.0
     knob_frames: int = 64
+    # knob guard: the range ends' brightness (spectral centroid / f0) may not pass the
+    # corpus's own 99th percentile at that pitch; the excess (log ratio) is added with this
+    # weight (0: off). Without it the contrast is bought with high-frequency hiss.
+    knob_guard: float = 0.0
+    knob_hnr_percentile: float = 5.0  # the guard's harmonic-to-noise floor, a corpus percentile
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
@@ -122,11 +127,15 @@ def soft_lsd(y: torch.Tensor, x: torch.Tensor, floor_db: float = -60.0) -> torch
 
 class KnobRanges:
     """Running estimate (exponential average of batch percentiles) of every latent
-    neuron's range ends, the 1st and 99th percentiles of the encoded training frames."""
+    neuron's range ends, the 1st and 99th percentiles of the encoded training frames; and,
+    for the knob guard, the corpus's brightness ceiling per whole MIDI note."""
 
-    def __init__(self, momentum: float = 0.98) -> None:
+    def __init__(self, momentum: float = 0.98, bright_cap: torch.Tensor | None = None,
+                 hnr_floor: torch.Tensor | None = None, bin_hz: float = 1.0) -> None:
         self.lo = self.hi = None
         self.momentum = momentum
+        self.bright_cap, self.hnr_floor = bright_cap, hnr_floor
+        self.bin_hz = bin_hz
 
     def update(self, z: torch.Tensor) -> None:
         q = torch.quantile(z.detach(), torch.tensor([0.01, 0.99], device=z.device), dim=0)
@@ -137,12 +146,70 @@ class KnobRanges:
             self.lo, self.hi = m * self.lo + (1 - m) * q[0], m * self.hi + (1 - m) * q[1]
 
 
-def knob_shortfall(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: torch.Tensor,
-                   ranges: KnobRanges) -> torch.Tensor:
-    """Mean shortfall (in units of 20 dB) of the log-spectral distance between one neuron's
-    two range ends below ``cfg.knob_db``: the first ``knob_frames`` latents of the batch,
-    each with one neuron (in turn) set to its low and then its high end, decoded at the
-    frame's pitch."""
+def _freqs(m, bin_hz: float):
+    n = m.shape[1]
+    if isinstance(m, torch.Tensor):
+        return torch.arange(n, dtype=m.dtype, device=m.device) * bin_hz
+    return np.arange(n, dtype=np.float64) * bin_hz
+
+
+def brightness(m, pitch, bin_hz: float):
+    """Spectral centroid (power-weighted) over f0, per row of magnitudes ``m``."""
+    p2 = m * m
+    tot = p2.sum(1)
+    cen = (p2 @ _freqs(m, bin_hz)) / (tot + 1e-30)
+    return cen / (440.0 * 2.0 ** ((pitch - 69.0) / 12.0))
+
+
+def harmonicity(m, pitch, bin_hz: float):
+    """Harmonic-to-noise ratio (dB) per row of magnitudes ``m``: power within 2 bins of a
+    harmonic of the row's pitch (the Hann main lobes) over the power elsewhere."""
+    lib = torch if isinstance(m, torch.Tensor) else np
+    f0 = 440.0 * 2.0 ** ((pitch - 69.0) / 12.0)
+    ratio = _freqs(m, bin_hz)[None, :] / f0[:, None]
+    h = lib.round(ratio)
+    on = ((lib.abs(ratio - h) * f0[:, None] / bin_hz < 2.0) & (h >= 1.0))
+    on = on.to(m.dtype) if lib is torch else on.astype(np.float64)
+    p2 = m * m
+    tiny = 1e-6 * p2.sum(1) + 1e-30  # at most 60 dB; keeps the gradient finite
+    return 10.0 * lib.log10(((p2 * on).sum(1) + tiny) / ((p2 * (1.0 - on)).sum(1) + tiny))
+
+
+def timbre_bounds(corpus: Corpus, idx: np.ndarray, hnr_percentile: float = 5.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """What the corpus's own frames span at every whole MIDI note 0..127 (frames within a
+    semitone; notes with none take the nearest): the 99th percentile of the brightness
+    (centroid / f0) and the ``hnr_percentile``th percentile of the harmonic-to-noise ratio
+    (dB)."""
+    bin_hz = corpus.stft.sample_rate / corpus.stft.n_fft
+    br, hn = [], []
+    for i in range(0, len(idx), 4096):
+        m = np.asarray(corpus.frames[idx[i:i + 4096]], np.float64)
+        p = corpus.pitch[idx[i:i + 4096]].astype(np.float64)
+        br.append(brightness(m, p, bin_hz))
+        hn.append(harmonicity(m, p, bin_hz))
+    br, hn = np.concatenate(br), np.concatenate(hn)
+    pitch = corpus.pitch[idx]
+    cap, floor = np.full(128, np.nan), np.full(128, np.nan)
+    for n in range(128):
+        sel = np.abs(pitch - n) <= 1.0
+        if sel.sum() >= 20:
+            cap[n] = np.percentile(br[sel], 99)
+            floor[n] = np.percentile(hn[sel], hnr_percentile)
+    have = np.flatnonzero(np.isfinite(cap))
+    if len(have) == 0:
+        raise TrainingError("the knob guard needs voiced frames with pitch labels")
+    near = have[np.abs(have[None, :] - np.arange(128)[:, None]).argmin(1)]
+    return cap[near], floor[near]
+
+
+def knob_terms(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: torch.Tensor,
+               ranges: KnobRanges) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``knob_frames`` latents of the batch, each with one neuron (in turn) set
+    to its low and then its high range end, decoded at the frame's pitch. Returns the mean
+    shortfall (in units of 20 dB) of the log-spectral distance between the two ends below
+    ``cfg.knob_db``, and the mean excess (log ratio) of the ends' brightness over the
+    corpus's ceiling at that pitch (0 without a ceiling)."""
     k = min(cfg.knob_frames, len(z))
     base = z[:k].detach()
     dims = torch.arange(k, device=z.device) % z.shape[1]
@@ -153,7 +220,21 @@ def knob_shortfall(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch:
     p = pitch[:k].reshape(-1)
     y = model.decode(torch.cat([z_lo, z_hi]), torch.cat([p, p]))
     lsd = log_spectral_distance(y[:k], y[k:])
-    return torch.relu(cfg.knob_db - lsd).mean() / 20.0
+    short = torch.relu(cfg.knob_db - lsd).mean() / 20.0
+    if ranges.bright_cap is None:
+        return short, torch.zeros((), device=z.device)
+    pp = torch.cat([p, p])
+    note = torch.clamp(torch.round(pp), 0, 127).to(torch.int64)
+    excess = torch.relu(torch.log(brightness(y, pp, ranges.bin_hz) / ranges.bright_cap[note]))
+    # noise: the harmonic-to-noise ratio below the corpus's floor, per 10 dB
+    excess = excess + torch.relu(ranges.hnr_floor[note] - harmonicity(y, pp, ranges.bin_hz)) / 10.0
+    return short, excess.mean()
+
+
+def knob_shortfall(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: torch.Tensor,
+                   ranges: KnobRanges) -> torch.Tensor:
+    """The shortfall of :func:`knob_terms` alone."""
+    return knob_terms(cfg, model, z, pitch, ranges)[0]
 
 
 def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
@@ -175,7 +256,8 @@ def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
         loss = loss + cfg.lsd_weight * soft_lsd(y, x).mean() / 20.0
     if cfg.knob_weight > 0 and ranges is not None and pitch is not None:
         ranges.update(z)
-        loss = loss + cfg.knob_weight * knob_shortfall(cfg, model, z, pitch, ranges)
+        short, excess = knob_terms(cfg, model, z, pitch, ranges)
+        loss = loss + cfg.knob_weight * short + cfg.knob_guard * excess
     if cfg.l2 > 0:
         loss = loss + cfg.l2 * model.l2()
     return loss
@@ -282,7 +364,18 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
     log(f"train {n} frames ({len(corpus.meta['split']['train'])} patches), "
         f"val {len(x_val)} frames; initial val sc_mse {v0['sc_mse']:.4f}")
     knobbed = cfg.knob_weight > 0 and cond
-    ranges = KnobRanges() if knobbed else None
+    ranges = None
+    if knobbed:
+        cap = None
+        floor = None
+        if cfg.knob_guard > 0:
+            cap, floor = (torch.as_tensor(v, dtype=torch.float32, device=dev)
+                          for v in timbre_bounds(corpus, tr_idx, cfg.knob_hnr_percentile))
+            log("knob guard: brightness (centroid/f0) at most the corpus's 99th percentile, "
+                f"{float(cap[36]):.2f} at C2, {float(cap[60]):.2f} at C4, {float(cap[96]):.2f} "
+                f"at C7; harmonic-to-noise ratio at least its {cfg.knob_hnr_percentile:g}th percentile, "
+                f"{float(floor[36]):.1f} / {float(floor[60]):.1f} / {float(floor[96]):.1f} dB")
+        ranges = KnobRanges(bright_cap=cap, hnr_floor=floor, bin_hz=st.sample_rate / st.n_fft)
     if knobbed:  # range ends from the starting model, then followed through training
         with torch.no_grad():
             ranges.update(model.encoder(x_train[torch.as_tensor(
@@ -316,11 +409,12 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
             with torch.no_grad():
                 model.eval()
                 zk = model.encoder(x_kv)
-                short = float(knob_shortfall(
+                short, excess = (float(v) for v in knob_terms(
                     dataclasses.replace(cfg, knob_frames=len(zk)), model, zk, p_kv, ranges))
                 model.train()
             vm["knob_shortfall"] = short
-            vm["objective"] = vm["sc_mse"] + cfg.knob_weight * short
+            vm["knob_excess"] = excess
+            vm["objective"] = vm["sc_mse"] + cfg.knob_weight * short + cfg.knob_guard * excess
         elapsed = time.perf_counter() - t0
         row = {"epoch": epoch, "train_loss": total / steps, "seconds": elapsed,
                **{f"val_{k}": v for k, v in vm.items()}}
@@ -334,7 +428,8 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
         _write_log(out, history)
         log(f"epoch {epoch:4d}  train {row['train_loss']:.4f}  val sc_mse {vm['sc_mse']:.4f}  "
             f"sc_sqrt {vm['sc_sqrt']:.4f}  {vm['sc_db']:.2f} dB  {elapsed:7.1f} s"
-            + (f"  knob shortfall {20 * vm['knob_shortfall']:.2f} dB" if knobbed else "")
+            + (f"  knob shortfall {20 * vm['knob_shortfall']:.2f} dB, brightness excess "
+               f"{vm['knob_excess']:.3f}" if knobbed else "")
             + ("  *" if improved else ""))
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             stop_reason = f"no validation improvement for {cfg.patience} epochs"

@@ -61,6 +61,11 @@ OPTIONAL_KEYS = ("training_config",)
 #: Format 2 (pitch-conditioned decoder): keys required on top of REQUIRED_KEYS.
 CONDITIONED_KEYS = ("conditioning", "pitch_unit", "pitch_min", "pitch_max", "decoder_kind")
 DECODER_KINDS = ("harmonic", "mlp")
+#: Format 2, optional: what the decoder does with a pitch outside pitch_min..pitch_max.
+#: "transpose" (the default): nothing; the engine clamps the pitch and transposes the rest.
+#: "exact" (harmonic decoders only): the decoder clamps its conditioning to the range
+#: itself and places the partials on the harmonics of the pitch given, whatever it is.
+BEYOND_RANGE = ("transpose", "exact")
 WINDOW = "hann"
 CONDITIONING = "pitch"
 PITCH_UNIT = "midi_note"
@@ -94,6 +99,7 @@ class ModelConfig:
     pitch_max: float
     decoder_kind: str
     metadata: dict = field(repr=False)  # every key, JSON values decoded
+    pitch_beyond_range: str = "transpose"
 
     @property
     def n_bins(self) -> int:
@@ -167,7 +173,7 @@ def parse_metadata(raw: dict, where) -> ModelConfig:
             f"{where}: metadata reference_note={raw['reference_note']!r:.80} must be a MIDI note 0..127"
         )
     conditioned = version == str(FORMAT_PITCH_CONDITIONED)
-    pitch_min, pitch_max, decoder_kind = 0.0, 127.0, "free"
+    pitch_min, pitch_max, decoder_kind, beyond = 0.0, 127.0, "free", "transpose"
     if conditioned:
         missing = [k for k in CONDITIONED_KEYS if k not in raw]
         if missing:
@@ -190,11 +196,17 @@ def parse_metadata(raw: dict, where) -> ModelConfig:
             raise ModelError(f"{where}: metadata decoder_kind={raw['decoder_kind']!r} "
                              f"must be one of {', '.join(DECODER_KINDS)}")
         decoder_kind = meta["decoder_kind"]
+        beyond = meta.get("pitch_beyond_range", "transpose")
+        if beyond not in BEYOND_RANGE or (beyond == "exact" and decoder_kind != "harmonic"):
+            raise ModelError(f"{where}: metadata pitch_beyond_range={raw['pitch_beyond_range']!r:.40} "
+                             f"must be one of {', '.join(BEYOND_RANGE)} ('exact' only for a "
+                             "harmonic decoder)")
     return ModelConfig(
         format_version=int(version), sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
         latent_dim=latent_dim, latent_min=latent_min, latent_max=latent_max,
         latent_default=latent_default, reference_note=reference_note, conditioned=conditioned,
         pitch_min=pitch_min, pitch_max=pitch_max, decoder_kind=decoder_kind, metadata=meta,
+        pitch_beyond_range=beyond if conditioned else "transpose",
     )
 
 
@@ -213,11 +225,12 @@ def build_metadata(*, sample_rate: int, n_fft: int, hop_length: int, latent_dim:
                    latent_max, latent_default, reference_note: int, corpus: str,
                    validation_metrics: dict, training_config: dict | None = None,
                    window: str = WINDOW, pitch_range: tuple[float, float] | None = None,
-                   decoder_kind: str | None = None) -> dict:
+                   decoder_kind: str | None = None, pitch_beyond_range: str | None = None) -> dict:
     """The metadata strings of a decoder (and its encoder), as the runtime reads them.
 
     ``pitch_range`` (MIDI notes, written with two decimals) and ``decoder_kind`` make it
     a format-2 (pitch-conditioned) model; without them it is format 1.
+    ``pitch_beyond_range`` (format 2, optional): see :data:`BEYOND_RANGE`.
     """
     conditioned = pitch_range is not None
     meta = {
@@ -241,4 +254,6 @@ def build_metadata(*, sample_rate: int, n_fft: int, hop_length: int, latent_dim:
         meta.update({"conditioning": CONDITIONING, "pitch_unit": PITCH_UNIT,
                      "pitch_min": f"{float(lo):.2f}", "pitch_max": f"{float(hi):.2f}",
                      "decoder_kind": decoder_kind})
+        if pitch_beyond_range is not None:
+            meta["pitch_beyond_range"] = pitch_beyond_range
     return meta

@@ -223,7 +223,9 @@ class _Core:
         ``12 log2(sr_model / sr_out)`` semitones to compensate. Pitches outside the
         trained range are clamped there and the rest is a residual transposition by the
         pitch stage (as is a ``shift_bins`` offset); the ``tuned`` mode also measures each
-        voice's fundamental near the pitch asked for and corrects the residual.
+        voice's fundamental near the pitch asked for and corrects the residual. A decoder
+        whose metadata says ``pitch_beyond_range: exact`` clamps its own conditioning and
+        takes every pitch as it is: no residual, no pitch stage.
         """
         B = self.n_bins
         self._rate_st = 12.0 * math.log2(model.sample_rate / self.sr)
@@ -241,6 +243,7 @@ class _Core:
         self._o1 = np.zeros(1)
         self._bins_f = np.arange(B, dtype=np.float64)
         self.harmonic = getattr(model, "decoder_kind", "") == "harmonic"
+        self.exact_beyond = getattr(model, "pitch_beyond_range", "transpose") == "exact"
 
     def _move(self, src: int, dst: int) -> None:
         """The voice bank moved row ``src`` into ``dst``: move its DSP state along."""
@@ -345,7 +348,10 @@ class _Core:
         self._pkey = pkey
         model = self.model
         q = p + self._rate_st  # the pitch that sounds right at the output rate
-        c = np.clip(q, model.pitch_min, model.pitch_max)
+        if self.exact_beyond:  # the decoder clamps its own conditioning: no residual
+            c = np.clip(q, -24.0, 150.0)
+        else:
+            c = np.clip(q, model.pitch_min, model.pitch_max)
         np.clip(self.z, -1e6, 1e6, out=self._zb[0])
         self._zb[1:n] = self._zb[0]
         self._pb[:n, 0] = c

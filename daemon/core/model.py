@@ -122,6 +122,9 @@ class DecoderModel:
         self.latent_default, self.reference_note = cfg.latent_default, cfg.reference_note
         self.format_version, self.conditioned = cfg.format_version, cfg.conditioned
         self.pitch_min, self.pitch_max, self.decoder_kind = cfg.pitch_min, cfg.pitch_max, cfg.decoder_kind
+        # "exact": the decoder takes any pitch (it clamps its own conditioning to the trained
+        # range and puts the partials on the pitch given); "transpose": the caller clamps
+        self.pitch_beyond_range = cfg.pitch_beyond_range
         return cfg.metadata
 
     # ------------------------------------------------------------------ inference
