@@ -225,7 +225,8 @@ def knob_terms(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: tor
         return short, torch.zeros((), device=z.device)
     pp = torch.cat([p, p])
     note = torch.clamp(torch.round(pp), 0, 127).to(torch.int64)
-    excess = torch.relu(torch.log(brightness(y, pp, ranges.bin_hz) / ranges.bright_cap[note]))
+    bright = brightness(y, pp, ranges.bin_hz).clamp_min(1e-6)  # a silent end: no log(0)
+    excess = torch.relu(torch.log(bright / ranges.bright_cap[note]))
     # noise: the harmonic-to-noise ratio below the corpus's floor, per 10 dB
     excess = excess + torch.relu(ranges.hnr_floor[note] - harmonicity(y, pp, ranges.bin_hz)) / 10.0
     return short, excess.mean()
