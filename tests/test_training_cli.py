@@ -14,8 +14,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Options of the recipe that are a machine budget, not part of the recipe's result, and
 #: the options of a fine-tuning stage that belong to that stage only (where it starts
-#: from, its learning rate, its seed).
-MACHINE_OPTIONS = {"--max-minutes", "--threads", "--corpus", "--out", "--init", "--lr", "--seed"}
+#: from, its learning rate, its seed, its patience, and the knob-contrast terms the last
+#: stage adds to an already trained model).
+MACHINE_OPTIONS = {"--max-minutes", "--threads", "--corpus", "--out", "--init", "--lr", "--seed",
+                   "--patience", "--knob-weight", "--knob-db", "--knob-guard",
+                   "--knob-hnr-percentile"}
 
 
 def _recipe_train_options() -> dict[str, str]:
