@@ -35,23 +35,24 @@ class TrainConfig:
     loss: str = "sc_mse"
     log_weight: float = 0.0
     log_floor_db: float = -80.0
-    # knob contrast (conditioned models): each latent neuron moved alone between its range
-    # ends (1st and 99th percentile of the encoded training frames) should change the decoded
-    # spectrum by at least `knob_db` (log-spectral distance, floor -60 dB re peak); the
-    # shortfall, in units of 20 dB, is added with weight `knob_weight` (0: off)
     # log-spectral distance term: RMS over the bins of the dB difference between the frame
     # and its reconstruction, floored softly at -60 dB re the frame's peak, in units of
     # 20 dB (0: off). Spectral convergence alone is blind to everything 30 dB below the
     # peak (high partials, breath, the noise between partials), which the ear hears.
     lsd_weight: float = 0.0
+    # knob contrast (conditioned models): each latent neuron moved alone between its range
+    # ends (1st and 99th percentile of the encoded training frames) should change the decoded
+    # spectrum by at least `knob_db` (log-spectral distance, floor -60 dB re peak); the
+    # shortfall, in units of 20 dB, is added with weight `knob_weight` (0: off)
     knob_weight: float = 0.0
     knob_db: float = 12.0
     knob_frames: int = 64
-    # knob guard: the range ends' brightness (spectral centroid / f0) may not pass the
-    # corpus's own 99th percentile at that pitch; the excess (log ratio) is added with this
-    # weight (0: off). Without it the contrast is bought with high-frequency hiss.
+    # knob guard: a range end may be no brighter (spectral centroid / f0) than the corpus's
+    # 99th percentile at that pitch (excess as a log ratio) and no noisier than its
+    # `knob_hnr_percentile`th percentile of harmonic-to-noise ratio (shortfall per 10 dB);
+    # added with this weight (0: off). Without it the contrast is bought with hiss.
     knob_guard: float = 0.0
-    knob_hnr_percentile: float = 5.0  # the guard's harmonic-to-noise floor, a corpus percentile
+    knob_hnr_percentile: float = 5.0
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
@@ -128,7 +129,7 @@ def soft_lsd(y: torch.Tensor, x: torch.Tensor, floor_db: float = -60.0) -> torch
 class KnobRanges:
     """Running estimate (exponential average of batch percentiles) of every latent
     neuron's range ends, the 1st and 99th percentiles of the encoded training frames; and,
-    for the knob guard, the corpus's brightness ceiling per whole MIDI note."""
+    for the knob guard, the corpus's bounds per whole MIDI note (:func:`timbre_bounds`)."""
 
     def __init__(self, momentum: float = 0.98, bright_cap: torch.Tensor | None = None,
                  hnr_floor: torch.Tensor | None = None, bin_hz: float = 1.0) -> None:
@@ -208,8 +209,9 @@ def knob_terms(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: tor
     """The first ``knob_frames`` latents of the batch, each with one neuron (in turn) set
     to its low and then its high range end, decoded at the frame's pitch. Returns the mean
     shortfall (in units of 20 dB) of the log-spectral distance between the two ends below
-    ``cfg.knob_db``, and the mean excess (log ratio) of the ends' brightness over the
-    corpus's ceiling at that pitch (0 without a ceiling)."""
+    ``cfg.knob_db``, and the guard's mean excess: the ends' brightness over the corpus's
+    ceiling at that pitch (log ratio) plus their harmonic-to-noise ratio under the corpus's
+    floor (per 10 dB); 0 without bounds."""
     k = min(cfg.knob_frames, len(z))
     base = z[:k].detach()
     dims = torch.arange(k, device=z.device) % z.shape[1]
@@ -377,7 +379,7 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
                 f"at C7; harmonic-to-noise ratio at least its {cfg.knob_hnr_percentile:g}th percentile, "
                 f"{float(floor[36]):.1f} / {float(floor[60]):.1f} / {float(floor[96]):.1f} dB")
         ranges = KnobRanges(bright_cap=cap, hnr_floor=floor, bin_hz=st.sample_rate / st.n_fft)
-    if knobbed:  # range ends from the starting model, then followed through training
+        # range ends from the starting model, then followed through training
         with torch.no_grad():
             ranges.update(model.encoder(x_train[torch.as_tensor(
                 rng.choice(n, min(n, 20000), replace=False), device=dev)]))
@@ -429,7 +431,7 @@ def train(cfg: TrainConfig, *, corpus: Corpus | None = None, progress: bool = Tr
         _write_log(out, history)
         log(f"epoch {epoch:4d}  train {row['train_loss']:.4f}  val sc_mse {vm['sc_mse']:.4f}  "
             f"sc_sqrt {vm['sc_sqrt']:.4f}  {vm['sc_db']:.2f} dB  {elapsed:7.1f} s"
-            + (f"  knob shortfall {20 * vm['knob_shortfall']:.2f} dB, brightness excess "
+            + (f"  knob shortfall {20 * vm['knob_shortfall']:.2f} dB, guard excess "
                f"{vm['knob_excess']:.3f}" if knobbed else "")
             + ("  *" if improved else ""))
         if cfg.patience and epoch - best_epoch >= cfg.patience:
