@@ -155,7 +155,7 @@ def test_soft_lsd_reads_decibels_above_the_floor_and_saturates_below():
 
 
 def test_knob_shortfall_is_zero_only_when_every_neuron_moves_the_spectrum():
-    from training.train import KnobRanges, TrainConfig, knob_shortfall
+    from training.train import KnobRanges, TrainConfig, knob_terms
 
     torch.manual_seed(0)
     model = Autoencoder(_harmonic_cfg())
@@ -165,17 +165,17 @@ def test_knob_shortfall_is_zero_only_when_every_neuron_moves_the_spectrum():
     ranges.update(z)
     pitch = torch.full((64,), 60.0)
     with torch.no_grad():
-        short = float(knob_shortfall(cfg, model, z, pitch, ranges))
+        short = float(knob_terms(cfg, model, z, pitch, ranges)[0])
         assert 0.0 <= short <= 12.0 / 20.0
         ranges.lo = ranges.hi = torch.zeros(8)  # no range at all: every pair is identical
-        assert abs(float(knob_shortfall(cfg, model, z, pitch, ranges)) - 12.0 / 20.0) < 1e-3
+        assert abs(float(knob_terms(cfg, model, z, pitch, ranges)[0]) - 12.0 / 20.0) < 1e-3
 
 
 def test_brightness_and_harmonicity_read_known_spectra():
     """The knob guard's two measures: centroid/f0 of a lone k-th harmonic is k; a comb of
     Hann lobes is harmonic (HNR at its 60 dB cap), flat noise is not (about -6 dB: a
     quarter of the bins at 44.1 kHz / 4096 and 262 Hz lie within 2 bins of a harmonic)."""
-    from training.train import brightness, harmonicity
+    from training.train import brightness, harmonic_to_noise_db
 
     bin_hz = 44100 / 4096
     dec = Autoencoder(_harmonic_cfg()).decoder
@@ -186,11 +186,11 @@ def test_brightness_and_harmonicity_read_known_spectra():
     p = torch.tensor([60.0], dtype=torch.float64)
     assert abs(float(brightness(lone, p, bin_hz)) - 3.0 * round(3 * f0 / bin_hz) * bin_hz
                / (3 * f0)) < 1e-9
-    assert float(harmonicity(comb, p, bin_hz)) > 59.0
+    assert float(harmonic_to_noise_db(comb, p, bin_hz)) > 59.0
     noise = torch.ones(1, 2049, dtype=torch.float64)
     share = 4.0 / (f0 / bin_hz)  # bins within 2 of a harmonic, per harmonic spacing
     want = 10 * math.log10(share / (1 - share))
-    assert abs(float(harmonicity(noise, p, bin_hz)) - want) < 1.0
+    assert abs(float(harmonic_to_noise_db(noise, p, bin_hz)) - want) < 1.0
     # numpy and torch agree
-    assert abs(harmonicity(comb.numpy(), p.numpy(), bin_hz)[0]
-               - float(harmonicity(comb, p, bin_hz)[0])) < 1e-6
+    assert abs(harmonic_to_noise_db(comb.numpy(), p.numpy(), bin_hz)[0]
+               - float(harmonic_to_noise_db(comb, p, bin_hz)[0])) < 1e-6

@@ -325,7 +325,6 @@ class PitchDecoder(nn.Module):
             floors = [float(v) for v in cfg.harmonic_floors]
             self.floored = bool(floors)
             self.n_floor = int(cfg.n_floor_harmonics)
-            self.n_floor_slots = len(floors) + 2
             table = torch.zeros(len(floors) + 2)
             table[1:len(floors) + 1] = torch.tensor(floors)
             self.register_buffer("floor_table", table, persistent=False)
@@ -409,7 +408,7 @@ class PitchDecoder(nn.Module):
         amp = (env @ self.env_basis) * self._gain_per_bin(h, gains)
         low = voiced * torch.clamp(float(self.n_floor + 1) - h, 0.0, 1.0)  # 1 <= h <= n_floor
         top = torch.amax(amp * low, dim=1, keepdim=True)  # amp >= 0
-        idx = torch.clamp(h, 0.0, float(self.n_floor_slots - 1)).to(torch.int64)
+        idx = torch.clamp(h, 0.0, float(self.floor_table.shape[0] - 1)).to(torch.int64)
         fl = torch.gather(top * 0.0 + self.floor_table, 1, idx)
         amp = torch.maximum(amp, fl * top)
         return amp * lobe + noise

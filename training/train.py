@@ -162,9 +162,11 @@ def brightness(m, pitch, bin_hz: float):
     return cen / (440.0 * 2.0 ** ((pitch - 69.0) / 12.0))
 
 
-def harmonicity(m, pitch, bin_hz: float):
+def harmonic_to_noise_db(m, pitch, bin_hz: float):
     """Harmonic-to-noise ratio (dB) per row of magnitudes ``m``: power within 2 bins of a
-    harmonic of the row's pitch (the Hann main lobes) over the power elsewhere."""
+    harmonic of the row's pitch (the Hann main lobes) over the power elsewhere. (Not
+    ``training.labels.harmonicity``, the corpus labeller's share of energy near the first
+    harmonics: that one is numpy per frame; this one also runs in torch with a gradient.)"""
     lib = torch if isinstance(m, torch.Tensor) else np
     f0 = 440.0 * 2.0 ** ((pitch - 69.0) / 12.0)
     ratio = _freqs(m, bin_hz)[None, :] / f0[:, None]
@@ -188,7 +190,7 @@ def timbre_bounds(corpus: Corpus, idx: np.ndarray, hnr_percentile: float = 5.0
         m = np.asarray(corpus.frames[idx[i:i + 4096]], np.float64)
         p = corpus.pitch[idx[i:i + 4096]].astype(np.float64)
         br.append(brightness(m, p, bin_hz))
-        hn.append(harmonicity(m, p, bin_hz))
+        hn.append(harmonic_to_noise_db(m, p, bin_hz))
     br, hn = np.concatenate(br), np.concatenate(hn)
     pitch = corpus.pitch[idx]
     cap, floor = np.full(128, np.nan), np.full(128, np.nan)
@@ -230,14 +232,8 @@ def knob_terms(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: tor
     bright = brightness(y, pp, ranges.bin_hz).clamp_min(1e-6)  # a silent end: no log(0)
     excess = torch.relu(torch.log(bright / ranges.bright_cap[note]))
     # noise: the harmonic-to-noise ratio below the corpus's floor, per 10 dB
-    excess = excess + torch.relu(ranges.hnr_floor[note] - harmonicity(y, pp, ranges.bin_hz)) / 10.0
+    excess = excess + torch.relu(ranges.hnr_floor[note] - harmonic_to_noise_db(y, pp, ranges.bin_hz)) / 10.0
     return short, excess.mean()
-
-
-def knob_shortfall(cfg: TrainConfig, model: Autoencoder, z: torch.Tensor, pitch: torch.Tensor,
-                   ranges: KnobRanges) -> torch.Tensor:
-    """The shortfall of :func:`knob_terms` alone."""
-    return knob_terms(cfg, model, z, pitch, ranges)[0]
 
 
 def batch_loss(cfg: TrainConfig, model: Autoencoder, x: torch.Tensor,
