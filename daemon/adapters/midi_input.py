@@ -45,6 +45,7 @@ import collections
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -64,6 +65,9 @@ API_NAMES = {
 
 #: Capacity of rtmidi's own C++ queue per input (messages).
 RTMIDI_QUEUE = 8192
+
+#: Seconds the JACK graph is given to settle before the hub closes (see MidiInput.close).
+HUB_SETTLE_S = 0.1
 
 #: Port-name fragments that are never a hardware controller (default selection skips them).
 NOT_HARDWARE = ("through", "canne", "rtmidi", "portaudio")
@@ -260,15 +264,27 @@ class MidiInput:
         return True
 
     def close(self) -> None:
-        """Close every port (idempotent)."""
+        """Close every port (idempotent).
+
+        JACK: the hub goes first, on a quiet graph. libjack's notification thread walks
+        the client's port list to recompute latencies after every graph change (a
+        connection, another client closing) while ``jack_port_unregister`` edits that
+        list on the calling thread, unlocked (jack2 issue #216): closing the monitor and
+        then the hub at once crashed ``canne learn`` with SIGSEGV, about one close in 380
+        in a stress test. So every connection into the hub is cut first, the
+        notifications that causes are let through, then the hub (the only client of ours
+        with a port) closes before anything else of ours changes the graph.
+        """
         with self._lock:
             for port in list(self._open.values()):
                 self._close_port(port)
             self._open.clear()
             self._inputs = []
-            # on JACK the virtual port is the hub: one object, closed once
-            objs = [self._monitor, self._virtual] + ([self._hub] if self._hub is not self._virtual else [])
-            for obj in (o for o in objs if o is not None):
+            self._quiesce_hub()
+            # on JACK the virtual port is the hub: one object, closed once, first
+            objs = ([self._hub] if self._hub is not None else []) + [
+                o for o in (self._virtual, self._monitor) if o is not None and o is not self._hub]
+            for obj in objs:
                 try:
                     obj.close_port()
                     obj.delete()
@@ -281,6 +297,23 @@ class MidiInput:
                 except Exception:
                     pass
                 self._jack = None
+
+    def _quiesce_hub(self) -> None:
+        """JACK: cut every connection into the hub, then let the graph settle (see close)."""
+        if self._jack is None or self._hub_port is None:
+            return
+        try:
+            sources = [p.name for p in self._jack.get_all_connections(self._hub_port)]
+        except Exception:
+            sources = []
+        for name in sources:
+            try:
+                self._jack.disconnect(name, self._hub_port)
+            except Exception:
+                pass  # gone already
+        # The server sends the latency notifications of a graph change within a cycle or
+        # two (1-42 ms); a loaded machine takes longer. This runs once, at shutdown.
+        time.sleep(HUB_SETTLE_S)
 
     @property
     def open_ports(self) -> list[str]:
