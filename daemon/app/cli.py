@@ -410,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in a C extension (rtmidi, JACK, PortAudio, onnxruntime) prints the Python
+    # stacks of every thread on stderr instead of dying without a word.
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -733,13 +733,14 @@ def learn_from_midi(*, target: str, mapping_path: str, midi_api: str = "auto", p
           file=sys.stderr, flush=True)
     try:
         binding = learn_binding(mapping_path, target, receive, timeout=timeout_s, model=model, source=source)
+        # Said before the ports close: the file is written, whatever the teardown does.
+        print(f"{binding.describe()} -> written to {mapping_path}", file=sys.stderr)
+        if binding.replaced:
+            n = len(binding.replaced)
+            print(f"replaced {n} control{'s' if n > 1 else ''} that drove {target} before (removed from the file):",
+                  file=sys.stderr)
+            for item in binding.replaced:
+                print(f"  {item}", file=sys.stderr)
     finally:
         midi.close()
-    print(f"{binding.describe()} -> written to {mapping_path}", file=sys.stderr)
-    if binding.replaced:
-        n = len(binding.replaced)
-        print(f"replaced {n} control{'s' if n > 1 else ''} that drove {target} before (removed from the file):",
-              file=sys.stderr)
-        for item in binding.replaced:
-            print(f"  {item}", file=sys.stderr)
     return EXIT_OK
