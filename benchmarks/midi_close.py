@@ -78,7 +78,6 @@ def main(argv=None) -> int:
     finally:
         stop.set()
         thread.join(2)
-        time.sleep(0.1)
         sender.close()
         server.stop()
     print(f"{closes} closes under a {args.rate:.0f}/s CC flood in {time.monotonic() - t0:.0f} s: "

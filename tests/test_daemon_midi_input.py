@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from daemon.errors import DeviceError
@@ -189,8 +191,6 @@ class _Spy:
         self._obj, self._who, self._log = obj, who, log
 
     def __getattr__(self, attr):
-        import time
-
         value = getattr(self._obj, attr)
         if not callable(value):
             return value
